@@ -1,147 +1,291 @@
-"""Reading a dataset: a `tulu curate` output directory, a local JSONL/JSON/Parquet/Arrow file, or a hub id.
+"""Reading a dataset: a `tulu curate` output directory, a folder or a local JSONL/JSON/Parquet/Arrow file,
+or a hub id. Every stage reads its input files through `load_source`.
 
-Local JSONL is parsed line by line so that one unparsable line is counted and set aside (with its
-file and line number) instead of failing a million-row read. A source that cannot be read at all
-raises SourceError naming it and the cause.
+Local rows are streamed into an Arrow file in batches (never held as one Python list) with a schema that
+fits every row, whatever the first row holds (see `arrow_rows`). A line that cannot be read (invalid
+JSON, not UTF-8, not an object) is counted and set aside with its file and line number instead of
+failing a million-row read (see `row_files`). A source that cannot be read at all, or holds no rows,
+raises SourceError naming it, the file at fault and the cause.
 """
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tulu_cli.data.arrow_rows import batched, decode_row, infer_columns, write_arrow_stream
+from tulu_cli.data.row_files import QUIET, ROW_FILE_SUFFIXES, ReadLog, Reject, file_rows
 from tulu_cli.errors import StageError
 
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")
+LOCAL_SUFFIXES = ROW_FILE_SUFFIXES
 CURATED_MANIFEST = "manifest.json"
+# Part of the cache key of a streamed source: bump it when the stored layout changes.
+CACHE_FORMAT = "tulu-rows/1"
+# `owner/name` or `name`, as the hub spells repository ids; anything else can only be a local path.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+__all__ = ["Loaded", "Reject", "SourceError", "is_local", "load_source", "row_dict"]
 
 
 class SourceError(StageError):
     """A whole source could not be read."""
 
 
-@dataclass
-class Reject:
-    """A row set aside: where it came from, which field was at fault, and why."""
+class RowLocator:
+    """The file and row number of each dataset row, kept as runs of consecutive rows: its size grows with
+    the number of files and of skipped lines, not with the number of rows."""
 
-    source: str
-    row: int
-    field: str
-    reason: str
-    detail: str
-    raw: Any = None
+    def __init__(self, starts: list[int] | None = None, runs: list[tuple[str, int]] | None = None):
+        self.starts = starts or []  # dataset index of the first row of each run
+        self.runs = runs or []  # (file, row number) of the first row of each run
+        self.size = 0
+        self._last: tuple[str, int] | None = None
+
+    def add(self, file: str, row: int) -> None:
+        if self._last != (file, row - 1):
+            self.starts.append(self.size)
+            self.runs.append((file, row))
+        self._last = (file, row)
+        self.size += 1
+
+    def add_file(self, file: str, rows: int) -> None:
+        if rows:
+            self.starts.append(self.size)
+            self.runs.append((file, 1))
+            self.size += rows
+            self._last = (file, rows)
+
+    def locate(self, index: int) -> tuple[str, int]:
+        run = bisect.bisect_right(self.starts, index) - 1
+        file, first = self.runs[run]
+        return file, first + index - self.starts[run]
 
     def to_json(self) -> dict:
-        return {"source": self.source, "row": self.row, "field": self.field, "reason": self.reason,
-                "detail": self.detail, "raw": self.raw}
+        return {"starts": self.starts, "runs": self.runs, "size": self.size}
+
+    @classmethod
+    def from_json(cls, data: dict) -> RowLocator:
+        locator = cls(list(data["starts"]), [(file, row) for file, row in data["runs"]])
+        locator.size = data["size"]
+        return locator
 
 
 @dataclass
 class Loaded:
-    dataset: Any  # datasets.Dataset
+    dataset: Any  # datasets.Dataset, backed by Arrow
     rejects: list[Reject] = field(default_factory=list)
-    # Line number in the file of each row (JSONL, where unparsable lines are skipped); else None.
-    line_numbers: list[int] | None = None
+    # Where each row came from; None for a hub dataset (row numbers are then positions in the split).
+    locator: RowLocator | None = None
+    # What reading noticed besides rejects, e.g. {"utf8_bom": 1}; reject reasons are counted too.
+    counts: Counter = field(default_factory=Counter)
+    name: str = ""
 
     def row_number(self, index: int) -> int:
-        """1-based position of dataset row `index` in its source file."""
-        return self.line_numbers[index] if self.line_numbers is not None else index + 1
+        """1-based position of dataset row `index` in its file (the line of a JSONL file)."""
+        return self.locator.locate(index)[1] if self.locator is not None else index + 1
+
+    def row_file(self, index: int) -> str:
+        """The file dataset row `index` came from (the source's name for a hub dataset)."""
+        return self.locator.locate(index)[0] if self.locator is not None else self.name
+
+
+def row_dict(example: dict) -> dict:
+    """A dataset row as it was in its file (undoes the JSON-text storage of mixed-type columns)."""
+    return decode_row(example)
 
 
 def is_local(path: str) -> bool:
+    """Whether `path` names a local file or folder (existing or not) rather than a hub dataset."""
     candidate = Path(path).expanduser()
-    return candidate.exists() or path.startswith((".", "/", "~")) or path.endswith(LOCAL_SUFFIXES)
+    if candidate.exists() or path.startswith((".", "/", "~")) or path.lower().endswith(LOCAL_SUFFIXES):
+        return True
+    if not HUB_ID.fullmatch(path):
+        return True  # several folders, a backslash, a space: only a path is spelled like that
+    # `data/train` where ./data is a folder here is a mistyped local path, not the hub's user `data`.
+    return "/" in path and Path(path.split("/", 1)[0]).is_dir()
 
 
 def load_source(path: str, split: str = "train", config: str | None = None, revision: str | None = None,
                 max_rows: int | None = None) -> Loaded:
-    """Load one source as a `datasets.Dataset`, with the rows that could not be parsed."""
+    """Load one source as an Arrow-backed `datasets.Dataset`, with the rows that could not be read."""
+    path = str(path)
+    local = is_local(path)
     try:
-        loaded = _load_local(Path(path).expanduser()) if is_local(path) else _load_hub(path, split, config, revision)
+        if local:
+            loaded = _load_local(path, Path(path).expanduser(), max_rows)
+        else:
+            loaded = _load_hub(path, split, config, revision)
     except SourceError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is reported with the source's name
-        raise SourceError(f"cannot read source {path!r}: {type(exc).__name__}: {exc}") from exc
+        hint = "" if local else f" (and there is no local file or folder {path!r}{_suffix_hint(path)})"
+        raise SourceError(f"cannot read source {path!r}: {type(exc).__name__}: {exc}{hint}") from exc
     if max_rows is not None and len(loaded.dataset) > max_rows:
         loaded.dataset = loaded.dataset.select(range(max_rows))
+    if len(loaded.dataset) == 0:
+        raise SourceError(_no_rows_message(path, loaded))
     return loaded
 
 
-def _load_local(path: Path) -> Loaded:
-    import datasets
+def _no_rows_message(path: str, loaded: Loaded) -> str:
+    if not loaded.rejects:
+        return f"source {path!r} holds no rows (an empty file?)"
+    first = loaded.rejects[0]
+    return (f"source {path!r} holds no readable rows: all {len(loaded.rejects)} were set aside "
+            f"(first: {first.source} row {first.row}: {first.reason}: {first.detail})")
 
+
+def _suffix_hint(path: str) -> str:
+    found = [path + suffix for suffix in LOCAL_SUFFIXES if Path(path + suffix).expanduser().exists()]
+    return f"; did you mean {found[0]!r}?" if found else ""
+
+
+def _load_local(name: str, path: Path, max_rows: int | None) -> Loaded:
     if not path.exists():
-        raise SourceError(f"cannot read source {str(path)!r}: no such file or directory")
-    if path.is_dir():
-        files = sorted(path.glob("*.parquet")) or sorted(path.glob("data/*.parquet"))
-        if not files:
-            raise SourceError(f"cannot read source {str(path)!r}: a directory must hold Parquet files "
-                              f"(a `tulu curate` output has {CURATED_MANIFEST} and data Parquet files)")
-        return Loaded(datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train"))
-    if path.suffix == ".jsonl" or (path.suffix == ".json" and _looks_like_jsonl(path)):
-        return _load_jsonl(path)
-    if path.suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(rows, dict) and isinstance(rows.get("data"), list):
-            rows = rows["data"]
-        if not isinstance(rows, list):
-            raise SourceError(f"cannot read source {str(path)!r}: JSON must be a list of rows or {{'data': [...]}}")
-        return _from_rows(rows, str(path))
-    if path.suffix == ".parquet":
-        return Loaded(datasets.load_dataset("parquet", data_files=str(path), split="train"))
-    if path.suffix == ".arrow":
-        return Loaded(datasets.Dataset.from_file(str(path)))
-    raise SourceError(f"cannot read source {str(path)!r}: unknown file type (use one of {', '.join(LOCAL_SUFFIXES)})")
+        raise SourceError(f"cannot read source {name!r}: no such file or directory{_suffix_hint(name)}")
+    files = _folder_files(name, path) if path.is_dir() else [path]
+    if all(file.suffix.lower() in (".parquet", ".arrow") for file in files) and _same_schema(files):
+        return _load_tables(name, files)
+    return _load_streamed(name, files, max_rows)
 
 
-def _looks_like_jsonl(path: Path) -> bool:
-    with path.open(encoding="utf-8") as handle:
-        first = handle.readline().strip()
-        second = handle.readline().strip()
-    return first.startswith("{") and second.startswith("{")
+def _row_files_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(file for file in folder.iterdir() if file.is_file() and not file.name.startswith(".")
+                  and file.suffix.lower() in ROW_FILE_SUFFIXES)
 
 
-def _load_jsonl(path: Path) -> Loaded:
-    rows, rejects, numbers = [], [], []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                rejects.append(Reject(str(path), number, "<line>", "unparsable_line", f"invalid JSON: {exc}", line[:500]))
-                continue
-            if not isinstance(row, dict):
-                rejects.append(Reject(str(path), number, "<line>", "unparsable_line", "a row must be a JSON object", line[:500]))
-                continue
-            rows.append(row)
-            numbers.append(number)
-    loaded = _from_rows(rows, str(path))
-    loaded.rejects = rejects
-    loaded.line_numbers = numbers
-    return loaded
+def _folder_files(name: str, path: Path) -> list[Path]:
+    """The row files of a folder: a `tulu curate` output's `data/*.parquet`, else every JSONL, JSON,
+    Parquet and Arrow file in it (or in its `data/` folder), in name order."""
+    if (path / CURATED_MANIFEST).is_file():
+        files = sorted((path / "data").glob("*.parquet"))
+    else:
+        files = _row_files_in(path) or _row_files_in(path / "data")
+    if not files:
+        raise SourceError(f"cannot read source {name!r}: the folder holds no {', '.join(ROW_FILE_SUFFIXES)} files "
+                          f"(a `tulu curate` output has {CURATED_MANIFEST} and data/*.parquet)")
+    return files
 
 
-def _from_rows(rows: list[dict], name: str) -> Loaded:
-    """Rows as a Dataset. Rows are stored as one JSON string each when their types are mixed, which
-    Arrow cannot hold in one column (e.g. `content` a string in one row and a list in another)."""
+def _file_error(name: str, file: Path, exc: BaseException) -> SourceError:
+    where = "" if name == str(file) or Path(name).expanduser() == file else f" (file {str(file)!r})"
+    return SourceError(f"cannot read source {name!r}{where}: {type(exc).__name__}: {exc}")
+
+
+def _table_schema(file: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if file.suffix.lower() == ".parquet":
+        return pq.read_schema(file).remove_metadata()
+    with pa.memory_map(str(file)) as source:
+        try:
+            return pa.ipc.open_stream(source).schema.remove_metadata()
+        except pa.ArrowInvalid:
+            return None  # an Arrow IPC *file*: read row by row
+
+
+def _same_schema(files: list[Path]) -> bool:
+    schemas = []
+    for file in files:
+        try:
+            schemas.append(_table_schema(file))
+        except Exception:  # noqa: BLE001 - the streamed reader reports the file and the cause
+            return False
+    return schemas[0] is not None and all(schema == schemas[0] for schema in schemas)
+
+
+def _load_tables(name: str, files: list[Path]) -> Loaded:
+    """Parquet files, or Arrow stream files, that share one schema: read by `datasets` as they are."""
     import datasets
 
-    try:
-        return Loaded(datasets.Dataset.from_list(rows))
-    except Exception:  # noqa: BLE001 - heterogeneous rows fall back to one JSON column
-        return Loaded(datasets.Dataset.from_dict({"_json": [json.dumps(row) for row in rows]}))
+    locator = RowLocator()
+    parts = []
+    for file in files:
+        try:
+            if file.suffix.lower() == ".parquet":
+                part = datasets.load_dataset("parquet", data_files=str(file), split="train")
+            else:
+                part = datasets.Dataset.from_file(str(file))
+        except Exception as exc:  # noqa: BLE001 - named with its file
+            raise _file_error(name, file, exc) from exc
+        locator.add_file(str(file), len(part))
+        parts.append(part)
+    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    return Loaded(dataset, locator=locator, name=name)
 
 
-def row_dict(example: dict) -> dict:
-    """Undo the JSON-column fallback of heterogeneous sources."""
-    return json.loads(example["_json"]) if "_json" in example and len(example) == 1 else example
+def _cache_base(files: list[Path], max_rows: int | None) -> Path:
+    """Where the Arrow copy of `files` is kept; the key changes when any file changes."""
+    import datasets
+
+    identity: list[Any] = [CACHE_FORMAT, max_rows]
+    for file in files:
+        stat = file.stat()
+        identity.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino])
+    key = hashlib.sha256(json.dumps(identity).encode("utf-8")).hexdigest()[:32]
+    return Path(datasets.config.HF_DATASETS_CACHE) / "tulu_rows" / f"{files[0].stem}-{key}"
+
+
+def _load_streamed(name: str, files: list[Path], max_rows: int | None) -> Loaded:
+    """Row files streamed into one Arrow file (two passes: the schema that fits every row, then the
+    rows), kept in the datasets cache so that every rank and every later run reuses it."""
+    import datasets
+
+    base = _cache_base(files, max_rows)
+    arrow, sidecar = base.with_suffix(".arrow"), base.with_suffix(".json")
+    if not (arrow.is_file() and sidecar.is_file()):
+        log, locator = ReadLog(), RowLocator()
+        types, _ = infer_columns(batched(_located_rows(name, files, log, locator, max_rows)))
+        base.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=base.parent, prefix=f".{base.name}.", suffix=".arrow")
+        os.close(fd)
+        try:
+            write_arrow_stream(Path(tmp), lambda: batched(_located_rows(name, files, QUIET, None, max_rows)), types)
+            os.replace(tmp, arrow)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        record = {"rejects": [r.to_json() for r in log.rejects], "counts": dict(log.counts),
+                  "locator": locator.to_json()}
+        from tulu_cli.io import atomic_write_json
+
+        atomic_write_json(sidecar, record)
+    record = json.loads(sidecar.read_text(encoding="utf-8"))
+    rejects = [Reject(**reject) for reject in record["rejects"]]
+    return Loaded(datasets.Dataset.from_file(str(arrow)), rejects, RowLocator.from_json(record["locator"]),
+                  Counter(record["counts"]), name)
+
+
+def _located_rows(name: str, files: list[Path], log: ReadLog, locator: RowLocator | None,
+                  max_rows: int | None) -> Iterator[dict]:
+    """The rows of `files` in order (at most `max_rows`), recording where each came from."""
+    left = max_rows
+    for file in files:
+        if left is not None and left <= 0:
+            return
+        try:
+            for number, row in file_rows(file, log, left):
+                if locator is not None:
+                    locator.add(str(file), number)
+                if left is not None:
+                    left -= 1
+                yield row
+        except Exception as exc:  # noqa: BLE001 - any reader failure (FileError, OSError, Arrow) names its file
+            raise _file_error(name, file, exc) from exc
 
 
 def _load_hub(name: str, split: str, config: str | None, revision: str | None) -> Loaded:
     import datasets
 
-    return Loaded(datasets.load_dataset(name, config, split=split, revision=revision))
+    return Loaded(datasets.load_dataset(name, config, split=split, revision=revision), name=name)
