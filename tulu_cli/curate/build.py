@@ -29,6 +29,7 @@ class SourceStats:
     rows_available: int = 0
     rows_out: int = 0
     rejected: Counter = field(default_factory=Counter)
+    noticed: Counter = field(default_factory=Counter)  # what reading noticed, e.g. utf8_bom
 
     @property
     def upsampled(self) -> bool:
@@ -37,7 +38,7 @@ class SourceStats:
     def to_json(self) -> dict:
         return {**self.spec.to_json(), "rows_read": self.rows_read, "rows_valid": self.rows_valid,
                 "duplicates": self.duplicates, "rows_available": self.rows_available, "rows_out": self.rows_out,
-                "upsampled": self.upsampled, "rejected": dict(self.rejected)}
+                "upsampled": self.upsampled, "rejected": dict(self.rejected), "noticed": dict(self.noticed)}
 
 
 @dataclass
@@ -56,8 +57,9 @@ class MixResult:
                 "rejected": dict(rejected), "duplicates": sum(s.duplicates for s in self.sources)}
 
 
-def _reject(mix: str, spec: SourceSpec, row: int, field_: str, reason: str, detail: str, raw: object) -> dict:
-    return {"dataset": mix, "source": spec.name, "file": spec.path, "row": row, "field": field_,
+def _reject(mix: str, spec: SourceSpec, file: str, row: int, field_: str, reason: str, detail: str,
+            raw: object) -> dict:
+    return {"dataset": mix, "source": spec.name, "file": file, "row": row, "field": field_,
             "reason": reason, "detail": detail, "raw": raw}
 
 
@@ -82,8 +84,9 @@ def build_mix(name: str, mix: dict, seed: int, progress: ProgressFactory) -> Mix
     for spec in parse_sources(mix.get("sources") or {}):
         stats = SourceStats(spec)
         loaded = load_source(spec.path, spec.split, spec.config, spec.revision, spec.max_rows)
+        stats.noticed.update(loaded.counts)
         for bad in loaded.rejects:
-            rejects.append(_reject(name, spec, bad.row, bad.field, bad.reason, bad.detail, bad.raw))
+            rejects.append(_reject(name, spec, bad.source, bad.row, bad.field, bad.reason, bad.detail, bad.raw))
             stats.rejected[bad.reason] += 1
         stats.rows_read = len(loaded.dataset) + len(loaded.rejects)
         candidates: list[dict] = []
@@ -93,11 +96,11 @@ def build_mix(name: str, mix: dict, seed: int, progress: ProgressFactory) -> Mix
             if index and index % 1000 == 0:
                 advance(1000)
             raw = row_dict(example)
-            number = loaded.row_number(index)
+            number, file = loaded.row_number(index), loaded.row_file(index)
             try:
                 row = normalize_row(raw, kind, spec.format, verifiers)
             except RowError as error:
-                rejects.append(_reject(name, spec, number, error.field, error.reason, error.detail, raw))
+                rejects.append(_reject(name, spec, file, number, error.field, error.reason, error.detail, raw))
                 stats.rejected[error.reason] += 1
                 continue
             stats.rows_valid += 1
@@ -105,7 +108,7 @@ def build_mix(name: str, mix: dict, seed: int, progress: ProgressFactory) -> Mix
             first = seen.get(key) or local_seen.get(key)
             if first is not None:
                 stats.duplicates += 1
-                rejects.append(_reject(name, spec, number, "<row>", "duplicate",
+                rejects.append(_reject(name, spec, file, number, "<row>", "duplicate",
                                        f"same content as source {first[0]!r} row {first[1]}", raw))
                 continue
             local_seen[key] = (spec.name, number)

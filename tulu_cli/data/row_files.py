@@ -55,14 +55,14 @@ class Reject:
 
 @dataclass
 class ReadLog:
-    """What reading set aside (rejects) and noticed (counts such as `utf8_bom`)."""
+    """What reading set aside (rejects, each with its reason) and noticed besides (counts such as
+    `utf8_bom`, the files that started with a UTF-8 byte order mark)."""
 
     rejects: list[Reject] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
 
     def reject(self, file: Path, row: int, field_: str, reason: str, detail: str, raw: Any = None) -> None:
         self.rejects.append(Reject(str(file), row, field_, reason, detail, raw))
-        self.counts[reason] += 1
 
 
 class _Quiet(ReadLog):
@@ -105,17 +105,18 @@ def _check_encoding(path: Path, head: bytes, log: ReadLog) -> int:
 
 
 def looks_like_jsonl(path: Path) -> bool:
-    """A `.json` file whose first line is a complete JSON object is JSON Lines."""
+    """A `.json` file whose first line is a complete JSON object (other than a `{"data": [...]}` document)
+    is JSON Lines. A first line too long to be a row is taken for a document, read as a stream."""
     with path.open("rb") as handle:
-        first = handle.readline()
+        first = handle.readline(_JSON_CHUNK + 1)
     first = first.removeprefix(UTF8_BOM).strip()
-    if not first.startswith(b"{"):
+    if not first.startswith(b"{") or len(first) > _JSON_CHUNK:
         return False
     try:
-        json.loads(first)
+        row = json.loads(first)
     except (ValueError, RecursionError):
         return False
-    return True
+    return not isinstance(row.get("data"), list)
 
 
 def _raw_text(data: bytes | str) -> str:

@@ -85,7 +85,7 @@ class Loaded:
     rejects: list[Reject] = field(default_factory=list)
     # Where each row came from; None for a hub dataset (row numbers are then positions in the split).
     locator: RowLocator | None = None
-    # What reading noticed besides rejects, e.g. {"utf8_bom": 1}; reject reasons are counted too.
+    # What reading noticed besides the rejects, e.g. {"utf8_bom": 1}: files that began with a byte order mark.
     counts: Counter = field(default_factory=Counter)
     name: str = ""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
+# Content part types that hold text: chat completions (`text`) and the OpenAI Responses API.
+TEXT_PART_TYPES = ("text", "input_text", "output_text")
 
 
 class RowError(ValueError):
@@ -17,22 +19,52 @@ class RowError(ValueError):
         self.detail = detail
 
 
+def parts_text(content: list, field: str) -> str:
+    """OpenAI-style content parts (`[{"type": "text", "text": ...}, ...]`) as one text, the text parts
+    joined by newlines as vLLM joins them; a part that is not text (an image, audio) raises RowError."""
+    if not all(isinstance(part, dict) for part in content):
+        raise RowError(field, "non_string_content", "must be a string or a list of content parts "
+                       '({"type": "text", "text": ...})')
+    texts = []
+    for index, part in enumerate(content):
+        where = f"{field}[{index}]"
+        kind = part.get("type")
+        if kind not in TEXT_PART_TYPES:
+            raise RowError(f"{where}.type", "non_text_content",
+                           f"a {kind!r} part cannot be trained on: only text parts ({', '.join(TEXT_PART_TYPES)}) are")
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise RowError(f"{where}.text", "non_string_content",
+                           f"must be a string, got {type(text).__name__}")
+        texts.append(text)
+    return "\n".join(texts)
+
+
+def _content_text(content: Any, field: str) -> Any:
+    return parts_text(content, field) if isinstance(content, list) else content
+
+
 def check_messages(messages: Any, field: str = "messages") -> list[dict]:
     """Return `messages` if it is a usable conversation, else raise RowError naming the problem.
 
     Rules: a non-empty list of {role, content}; roles system|user|assistant; content a non-empty
-    string; an optional leading system turn, then user and assistant alternating from a user turn.
+    string (or a list of text parts, returned joined into one string); an optional leading system turn,
+    then user and assistant alternating from a user turn.
     """
     if messages is None:
         raise RowError(field, "missing_field", "missing")
     if not isinstance(messages, list) or not messages:
         raise RowError(field, "empty_conversation", "must be a non-empty list of messages")
     expected = "user"
+    converted = list(messages)
     for index, message in enumerate(messages):
         where = f"{field}[{index}]"
         if not isinstance(message, dict):
             raise RowError(where, "bad_message", "must be an object with role and content")
         role, content = message.get("role"), message.get("content")
+        if isinstance(content, list):
+            content = parts_text(content, f"{where}.content")
+            converted[index] = {**message, "content": content}
         if role not in ROLES:
             raise RowError(f"{where}.role", "unknown_role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
         if content is None:
@@ -48,7 +80,7 @@ def check_messages(messages: Any, field: str = "messages") -> list[dict]:
         if role != expected:
             raise RowError(f"{where}.role", "turn_order", f"expected a {expected} turn, got {role}")
         expected = "assistant" if role == "user" else "user"
-    return messages
+    return converted
 
 
 def check_assistant_last(messages: list[dict], field: str = "messages") -> None:
@@ -83,7 +115,8 @@ def check_preference(chosen: Any, rejected: Any, prompt: Any = None) -> tuple[li
     if prompt is None:
         return chosen, rejected
     if isinstance(prompt, list):
-        given = [(m.get("role"), m.get("content")) if isinstance(m, dict) else m for m in prompt]
+        given = [(m.get("role"), _content_text(m.get("content"), f"prompt[{i}].content")) if isinstance(m, dict)
+                 else m for i, m in enumerate(prompt)]
         if given != shared:
             raise RowError("prompt", "prompt_mismatch", "differs from the turns shared by chosen and rejected")
         return chosen, rejected
@@ -107,7 +140,24 @@ def check_verifiable(messages: Any, ground_truth: Any, dataset: Any,
     if known_verifiers is not None and dataset.lower() not in known_verifiers:
         raise RowError("dataset", "unknown_verifier",
                        f"no verifier for {dataset!r} (known: {', '.join(sorted(known_verifiers))})")
+    check_ground_truth(dataset, ground_truth, messages)
     return messages
+
+
+def check_ground_truth(dataset: str, ground_truth: str, messages: list[dict] | None,
+                       field: str = "ground_truth") -> None:
+    """Raise RowError when the verifier of `dataset` can never score `ground_truth`, so that the row is set
+    aside now rather than trained on at reward 0: an `ifeval` ground truth is parsed into its checks the
+    way the verifier parses it (valid JSON, known functions and instructions, their arguments)."""
+    if dataset.lower() != "ifeval":
+        return
+    from tulu_cli.rewards.ifeval import build_checks
+    from tulu_cli.rewards.registry import prompt_from_messages
+
+    try:
+        build_checks(ground_truth, prompt_from_messages(messages))
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise RowError(field, "bad_ground_truth", f"the ifeval verifier cannot use it: {exc}") from None
 
 
 def check_same_prompt(first: list[dict], second: list[dict], fields: tuple[str, str] = ("chosen", "rejected")) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tulu_cli.data.sources import Reject, load_source, row_dict
+from tulu_cli.data.validate import RowError, check_ground_truth
 from tulu_cli.eval.tasks import TaskSpec
 
 DEFAULT_GENERATIVE_FIELDS = {"id": "id", "prompt": "messages", "ground_truth": "ground_truth", "dataset": "dataset"}
@@ -98,18 +99,16 @@ def _generative_item(spec: TaskSpec, row: Mapping[str, Any], fields: dict, index
 
 
 def _check_ground_truth(verifier: str, truth: str, field_name: str, messages: list[dict]) -> None:
-    from tulu_cli.rewards.ifeval import build_checks
     from tulu_cli.rewards.registry import get_verifier
 
     try:
         get_verifier(verifier)
     except KeyError as exc:
         raise RowProblem("dataset", exc.args[0]) from None
-    if verifier.lower() == "ifeval":
-        try:
-            build_checks(truth, messages[-1]["content"])
-        except (ValueError, TypeError, KeyError) as exc:
-            raise RowProblem(field_name, f"malformed IFEval ground truth: {exc}") from None
+    try:
+        check_ground_truth(verifier, truth, messages, field_name)
+    except RowError as error:
+        raise RowProblem(error.field, f"malformed ground truth: {error.detail}") from None
 
 
 def _choice_item(spec: TaskSpec, row: Mapping[str, Any], fields: dict, index: int) -> Item:

@@ -2,7 +2,9 @@
 
 The prompt is `messages` minus a final assistant turn, rendered with the chat format's generation
 prompt. A row is set aside (rejects.jsonl) when its conversation is malformed, its ground truth is
-not a string, no verifier is registered for its `dataset`, or its prompt exceeds the prompt budget.
+not a string or not one its verifier can parse (an `ifeval` constraint that is not valid JSON or names
+an unknown function), no verifier is registered for its `dataset`, or its prompt exceeds the prompt
+budget.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from tulu_cli.data.chat import render_prompt
 from tulu_cli.data.encoded import DataReport, write_rejects
 from tulu_cli.data.sources import Reject, load_source, row_dict
-from tulu_cli.data.validate import RowError, check_messages
+from tulu_cli.data.validate import RowError, check_ground_truth, check_messages
 from tulu_cli.rewards.registry import get_verifier
 
 
@@ -49,6 +51,7 @@ def check_rlvr_row(row: dict, tokenizer, max_prompt_length: int) -> PromptRow:
         get_verifier(dataset)
     except KeyError as exc:
         raise RowError("dataset", "unknown_dataset", str(exc.args[0])) from None
+    check_ground_truth(dataset, truth, messages)
     prompt = render_prompt(messages)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if len(prompt_ids) > max_prompt_length:
