@@ -14,7 +14,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from tulu_cli.curate.build import build_mix
-from tulu_cli.data import row_files
 from tulu_cli.data.sft_data import prepare_sft
 from tulu_cli.data.sources import SourceError, is_local, load_source, row_dict
 
@@ -218,6 +217,8 @@ def test_a_mistyped_local_path_fails_fast_naming_it(tmp_path, monkeypatch):
 # Streaming and memory.
 
 def test_a_json_document_is_read_element_by_element_across_chunk_boundaries(tmp_path, monkeypatch):
+    from tulu_cli.data import row_files
+
     monkeypatch.setattr(row_files, "_JSON_CHUNK", 5)
     rows = [{"id": i, "n": 12345.678 * i, "s": "é\"\\ " * i, "l": [True, None, {"k": []}]} for i in range(20)]
     source = tmp_path / "doc.json"
