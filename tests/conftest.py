@@ -66,3 +66,12 @@ def tiny_model_factory(tiny_tokenizer):
         return load_model(model_cfg, tiny_tokenizer, seed=seed)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def start_model(tmp_path_factory, tiny_tokenizer, tiny_model_factory):
+    """A tiny policy to start from, saved like a `tulu sft` final/ directory."""
+    path = tmp_path_factory.mktemp("start") / "final"
+    tiny_model_factory(seed=3).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path

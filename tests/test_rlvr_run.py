@@ -34,15 +34,6 @@ QUICK = [
 ]
 
 
-@pytest.fixture(scope="module")
-def start_model(tmp_path_factory, tiny_tokenizer, tiny_model_factory):
-    """A tiny policy to start from, saved like a `tulu sft` final/ directory."""
-    path = tmp_path_factory.mktemp("start") / "final"
-    tiny_model_factory(seed=3).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
-
-
 def run_config(run_dir) -> dict:
     return yaml.safe_load((run_dir / "config.yaml").read_text())
 

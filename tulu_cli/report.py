@@ -15,7 +15,7 @@ console = Console()
 
 
 # Stages that add a summary to the dry-run view: stage -> "module:function(resolved, console)".
-DRY_RUN_SUMMARIES = {"eval": "tulu_cli.eval.suite:show_tasks"}
+DRY_RUN_SUMMARIES = {"eval": "tulu_cli.eval.suite:show_tasks", "rlvr": "tulu_cli.train.rl.layout:show_layout"}
 
 
 def show_dry_run(stage: str, resolved: dict, command: list[str]) -> None:

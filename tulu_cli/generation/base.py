@@ -32,12 +32,29 @@ class Completion:
     finished: bool
 
 
-class GenerationBackend(Protocol):
-    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[list[Completion]]:
-        """`sampling.n` completions for each prompt (prompts are already rendered with the chat template)."""
+Prompts = list[str] | list[list[int]]
 
-    def sync_weights(self, model) -> None:
-        """Load the learner's current weights (RL: after each policy update)."""
+
+def prompt_token_ids(prompts: Prompts, tokenizer) -> list[list[int]]:
+    """Prompts as token ids. Text is encoded without special tokens: the rendered prompt already
+    carries whatever its format needs, so an engine that added its own BOS would score a sequence
+    the learner never sees. Token-id prompts pass through unchanged."""
+    return [
+        list(prompt) if not isinstance(prompt, str) else list(tokenizer.encode(prompt, add_special_tokens=False))
+        for prompt in prompts
+    ]
+
+
+class GenerationBackend(Protocol):
+    def generate(self, prompts: Prompts, sampling: SamplingConfig) -> list[list[Completion]]:
+        """`sampling.n` completions for each prompt: token ids (sent as they are), or text already rendered
+        with the chat template (encoded without special tokens)."""
+
+    def prompt_logprobs(self, prompts: list[list[int]]) -> list[list[float]]:
+        """Log-prob of each prompt token after the first, under the engine's current weights."""
+
+    def update_weights(self, metadata: list, named_params) -> None:
+        """Load the learner's weights, one full (name, tensor) at a time (RL: after each policy update)."""
 
 
 def build_backend(kind: str, *, model=None, tokenizer=None, model_path: str | None = None,

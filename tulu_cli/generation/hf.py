@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tulu_cli.generation.base import Completion, SamplingConfig
+from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_token_ids
 
 
 class HFBackend:
@@ -13,11 +13,27 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
 
-    def sync_weights(self, model) -> None:
-        self.model = model
+    def load_weights(self, weights) -> None:
+        """vLLM's model interface: copy each (name, full tensor) into the parameter of that name."""
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in weights:
+                if name not in params:
+                    raise KeyError(f"generation model has no parameter {name!r}")
+                params[name].copy_(tensor)
+
+    def update_weights(self, metadata, named_params) -> None:
+        from tulu_cli.train.rl.weight_sync import load_parameter_by_parameter
+
+        load_parameter_by_parameter(self, named_params)
+
+    def prompt_logprobs(self, prompts: list[list[int]]) -> list[list[float]]:
+        from tulu_cli.train.logprobs import prompt_token_logprobs
+
+        return prompt_token_logprobs(self.model, prompts, next(self.model.parameters()).device)
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[list[Completion]]:
+    def generate(self, prompts: Prompts, sampling: SamplingConfig) -> list[list[Completion]]:
         tokenizer, model = self.tokenizer, self.model
         was_training = model.training
         model.eval()
@@ -28,7 +44,7 @@ class HFBackend:
         try:
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start:start + self.batch_size]
-                encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in chunk]
+                encoded = prompt_token_ids(chunk, tokenizer)
                 width = max(len(ids) for ids in encoded)
                 input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
                 attention = torch.zeros((len(chunk), width), dtype=torch.long)

@@ -1,44 +1,142 @@
-"""vLLM backend for GPU nodes. vLLM is an optional extra (`pip install tulu-cli[vllm]`) and is
-imported only when this backend is built."""
+"""vLLM engine inside this process (GPU nodes): plain generation (eval, preference data) and RLVR's
+`colocate` mode, where every training rank owns an engine that shares its GPU with training.
+
+Written against vLLM 0.31 (the `vllm` extra pins the tested range) and imported only when this
+backend is built. The API relied on, all of `vllm.entrypoints.llm.LLM` unless named otherwise:
+- `LLM(model, tensor_parallel_size, gpu_memory_utilization, dtype, enable_prefix_caching,
+  enable_sleep_mode, max_model_len, seed, distributed_executor_backend="external_launcher")`: with
+  the external launcher every torchrun/accelerate rank builds its own engine inside the existing
+  torch.distributed world, `tensor_parallel_size` consecutive ranks forming one engine
+  (`vllm.v1.executor.uniproc_executor.ExecutorWithExternalLauncher`; the same setting as TRL's
+  colocate mode, `trl/generation/vllm_generation.py`);
+- `LLM.generate([vllm.inputs.TokensPrompt(prompt_token_ids=...)], vllm.SamplingParams(...))`: token ids
+  go in unchanged, so no BOS is added to what the learner scores; `SamplingParams(prompt_logprobs=0)`
+  gives each prompt token's log-prob (`RequestOutput.prompt_logprobs`, None at position 0);
+- `LLM.sleep(level)` / `LLM.wake_up(tags=["weights"])` / `LLM.wake_up(tags=["kv_cache"])`: level 2
+  frees weights and KV cache while the learner trains; weights are reloaded from the learner anyway;
+- `llm.llm_engine.model_executor.driver_worker.model_runner.get_model().load_weights([(name, tensor)])`:
+  the engine's own model (the in-process V1 engine the external launcher forces,
+  `vllm.v1.engine.llm_engine.LLMEngine.model_executor`), which takes Hugging Face parameter names
+  and shards each full tensor for its tensor-parallel rank;
+- `LLM.reset_prefix_cache()` after every weight load, so no cached prefix of the old policy is reused.
+"""
 
 from __future__ import annotations
 
-from tulu_cli.generation.base import Completion, SamplingConfig
+from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_token_ids
+
+
+def import_vllm():
+    try:
+        import vllm
+    except ImportError as exc:
+        raise RuntimeError(
+            "generation.backend=vllm needs vLLM on a GPU machine: pip install 'tulu-cli[vllm]' "
+            "(on CPU use generation.backend=hf)"
+        ) from exc
+    return vllm
+
+
+def sampling_params(sampling: SamplingConfig):
+    from vllm import SamplingParams
+
+    return SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                          max_tokens=sampling.max_new_tokens, seed=sampling.seed, skip_special_tokens=True)
+
+
+def completions_of(output) -> list[Completion]:
+    """A `vllm.RequestOutput`'s samples; `finish_reason == "stop"` means it ended on eos (its id is kept)."""
+    return [Completion(text=choice.text, token_ids=list(choice.token_ids), finished=choice.finish_reason == "stop")
+            for choice in output.outputs]
 
 
 class VLLMBackend:
+    """One engine in this process. With `colocated=True` it joins the training job's world (one engine
+    per `tensor_parallel_size` ranks) and `generate` must be called by every rank."""
+
     def __init__(self, model_path: str | None, tokenizer=None, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, dtype: str = "bfloat16", enable_prefix_caching: bool = True):
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise RuntimeError("generation.backend=vllm needs vLLM on a GPU machine: pip install 'tulu-cli[vllm]' "
-                               "(on CPU use generation.backend=hf)") from exc
+                 gpu_memory_utilization: float = 0.9, dtype: str = "bfloat16", enable_prefix_caching: bool = True,
+                 enable_sleep_mode: bool = False, sleep_level: int = 2, max_model_len: int | None = None,
+                 seed: int = 0, colocated: bool = False, tp_group=None):
+        vllm = import_vllm()
         if not model_path:
             raise ValueError("generation.backend=vllm needs a model path to load")
-        self.llm = LLM(model=model_path, tokenizer=model_path, tensor_parallel_size=tensor_parallel_size,
-                       gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
-                       enable_prefix_caching=enable_prefix_caching)
-        self.eos = self.llm.get_tokenizer().eos_token_id
+        options = {"distributed_executor_backend": "external_launcher"} if colocated else {}
+        self.llm = vllm.LLM(model=model_path, tokenizer=model_path, tensor_parallel_size=tensor_parallel_size,
+                            gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
+                            enable_prefix_caching=enable_prefix_caching, enable_sleep_mode=enable_sleep_mode,
+                            max_model_len=max_model_len, seed=seed, **options)
+        self.tokenizer = tokenizer or self.llm.get_tokenizer()
+        self.sleep_level = sleep_level if enable_sleep_mode else 0
+        self.tp_group = tp_group
+        self.asleep = False
+        # Sleep level 2 discards the weights: sampling after it needs a weight load first.
+        self.weights_current = True
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[list[Completion]]:
+    def generate(self, prompts: Prompts, sampling: SamplingConfig) -> list[list[Completion]]:
+        from vllm.inputs import TokensPrompt
+
+        ids = prompt_token_ids(prompts, self.tokenizer)
+        group_ids, mine = self._gather_in_tp_group(ids)
+        self._wake(["kv_cache"])
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in group_ids], sampling_params(sampling),
+                                    use_tqdm=False)
+        self._sleep()
+        return [completions_of(output) for output in outputs][mine]
+
+    def prompt_logprobs(self, prompts: list[list[int]]) -> list[list[float]]:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=sampling.max_new_tokens, seed=sampling.seed,
-                                skip_special_tokens=True)
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [[Completion(text=choice.text, token_ids=list(choice.token_ids), finished=choice.finish_reason == "stop")
-                 for choice in output.outputs] for output in outputs]
+        self._wake(["kv_cache"])
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+                                    SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+        self._sleep()
+        return [[entry[token].logprob for token, entry in zip(ids[1:], output.prompt_logprobs[1:], strict=True)]
+                for ids, output in zip(prompts, outputs, strict=True)]
 
-    def sync_weights(self, model) -> None:
-        """Copy the learner's weights into the engine (called after each policy update).
+    def update_weights(self, metadata, named_params) -> None:
+        from tulu_cli.train.rl.weight_sync import load_parameter_by_parameter
 
-        The learner gathers full parameters (ZeRO-3 shards included) before calling this.
-        """
-        state = ((name, parameter.detach()) for name, parameter in model.named_parameters())
-        self.llm.collective_rpc("load_weights", kwargs={"weights": list(state)}) if hasattr(
-            self.llm, "collective_rpc") else self._engine_model().load_weights(state)
+        if self.asleep:
+            self.llm.wake_up(tags=["weights"])
+        load_parameter_by_parameter(self.engine_model(), named_params)
+        self.llm.reset_prefix_cache()
+        self.weights_current = True
 
-    def _engine_model(self):
-        return self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+    def engine_model(self):
+        executor = getattr(self.llm.llm_engine, "model_executor", None)
+        if executor is None:
+            raise RuntimeError("weights can be loaded only into an engine running in this process "
+                               "(colocate mode, external launcher)")
+        return executor.driver_worker.model_runner.get_model()
+
+    def _wake(self, tags: list[str]) -> None:
+        if not self.asleep:
+            return
+        if not self.weights_current:
+            raise RuntimeError("the vLLM engine slept at level 2 and lost its weights: load weights before sampling")
+        if self.sleep_level == 1:
+            self.llm.wake_up()
+        else:
+            self.llm.wake_up(tags=tags)
+        self.asleep = False
+
+    def _sleep(self) -> None:
+        if self.sleep_level:
+            self.llm.sleep(level=self.sleep_level)
+            self.asleep = True
+            self.weights_current = self.sleep_level == 1
+
+    def _gather_in_tp_group(self, ids: list[list[int]]) -> tuple[list[list[int]], slice]:
+        """Ranks of one tensor-parallel engine must run the same prompts: gather them, keep our slice."""
+        if self.tp_group is None:
+            return ids, slice(0, len(ids))
+        import torch.distributed as dist
+
+        size = dist.get_world_size(self.tp_group)
+        gathered: list = [None] * size
+        dist.all_gather_object(gathered, ids, group=self.tp_group)
+        rank = dist.get_rank(self.tp_group)
+        start = sum(len(part) for part in gathered[:rank])
+        return [p for part in gathered for p in part], slice(start, start + len(ids))

@@ -39,3 +39,15 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor,
     tokens = torch.zeros(count, dtype=logprobs.dtype, device=logprobs.device).index_add(
         0, owner, mask.reshape(-1).to(logprobs.dtype))
     return sums, tokens
+
+
+@torch.no_grad()
+def prompt_token_logprobs(model, prompts: list[list[int]], device) -> list[list[float]]:
+    """A causal LM's log-prob of each token after the first of each prompt, one prompt per forward pass
+    (under ZeRO-3 every rank must call this with the same prompts)."""
+    result = []
+    for ids in prompts:
+        input_ids = torch.tensor([ids], device=device)
+        logprobs, _ = token_logprobs(forward_logits(model, {"input_ids": input_ids}), input_ids)
+        result.append(logprobs[0].tolist())
+    return result

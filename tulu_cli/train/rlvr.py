@@ -28,12 +28,14 @@ from tulu_cli.train.checkpoint import save_checkpoint, save_final
 from tulu_cli.train.loop import is_due, require_rows, resume_or_start
 from tulu_cli.train.optim import build_optimizer, build_scheduler
 from tulu_cli.train.rl.data import prepare_rlvr
+from tulu_cli.train.rl.engine_check import check_engine_logprobs
 from tulu_cli.train.rl.experience import experience_stats, make_experience
 from tulu_cli.train.rl.metrics import step_metrics
 from tulu_cli.train.rl.models import PolicyAndValue, load_value_model, prepare_reference
 from tulu_cli.train.rl.rewards import per_dataset_stats, score_rollouts
-from tulu_cli.train.rl.rollout import build_rollout_backend, rollouts_for_all_ranks, sync_rollout_weights
+from tulu_cli.train.rl.rollout import build_rollout_backend, rollouts_for_all_ranks, samples_on_every_rank
 from tulu_cli.train.rl.update import update_policy
+from tulu_cli.train.rl.weight_sync import sync_rollout_weights
 from tulu_cli.train.runtime import distributed_state, make_accelerator, seed_everything
 
 ALGORITHMS = ("ppo", "grpo")
@@ -74,10 +76,22 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     reference = prepare_reference(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
     start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir)
     try:
-        backend = build_rollout_backend(cfg.generation, accelerator, model, tokenizer, cfg.model.path)
+        backend = build_rollout_backend(
+            cfg.generation,
+            accelerator,
+            model,
+            tokenizer,
+            cfg.model.path,
+            int(rollout.max_prompt_length) + int(rollout.response_length),
+            cfg.seed,
+        )
     except (ValueError, RuntimeError) as exc:
         raise StageError(str(exc)) from None
-    if start_step:
+    # The hf backend samples with the learner itself; an engine gets the weights after each update.
+    separate_engine = cfg.generation.backend != "hf"
+    every_rank = samples_on_every_rank(cfg.generation)
+    check = cfg.generation.get("logprob_check") or {}
+    if start_step and separate_engine:
         sync_rollout_weights(accelerator, backend, model)
     samples = int(algo.samples_per_prompt)
     accelerator.print(
@@ -101,7 +115,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             n=samples,
             seed=cfg.seed + step,
         )
-        rollouts = rollouts_for_all_ranks(accelerator, backend, rows_per_rank, sampling)
+        rollouts = rollouts_for_all_ranks(accelerator, backend, rows_per_rank, sampling, every_rank)
         generated = time.time()
         scores = score_rollouts(
             rollouts,
@@ -137,7 +151,17 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             generator,
             float(rollout.temperature),
         )
-        sync_rollout_weights(accelerator, backend, model)
+        if separate_engine:
+            sync_rollout_weights(accelerator, backend, model)
+            if step == start_step and check.get("prompts"):
+                check_engine_logprobs(
+                    accelerator,
+                    backend,
+                    model,
+                    [row.prompt_ids for row in rows[: int(check.prompts)]],
+                    float(check.tolerance),
+                    check.on_mismatch,
+                )
         finished = time.time()
         done = step + 1
         if is_due(done, train.log_every, plan.total_steps):

@@ -1,0 +1,162 @@
+"""Generation for RLVR on GPUs, tested for real on CPU: parameter-by-parameter weight sync across 2
+ranks (each rank's own receiver, as colocated engines; and an HTTP server speaking vLLM's routes,
+as server mode), token-id prompts without a second BOS, and the engine/learner log-prob check."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import ROOT
+from tests.vllm_protocol_server import VLLMProtocolServer
+from tulu_cli.errors import StageError
+from tulu_cli.generation import SamplingConfig
+from tulu_cli.generation.hf import HFBackend
+from tulu_cli.modeling import BOS
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_learner_job(start_model, out, server_url: str | None = None, group_port: int = 0):
+    """The sync job on 2 CPU ranks (torchrun, gloo)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", str(ROOT / "tests" / "rl_weight_sync_job.py"),
+               "--model", str(start_model), "--out", str(out)]
+    if server_url:
+        command += ["--server", server_url, "--group-port", str(group_port)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return [json.loads((out / f"report_{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def test_two_ranks_send_weights_parameter_by_parameter_to_receivers_and_a_server(tmp_path, start_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(start_model)
+    with VLLMProtocolServer(AutoModelForCausalLM.from_pretrained(start_model), tokenizer) as server:
+        reports = run_learner_job(start_model, tmp_path, server.url, free_port())
+        served = {name: p.detach().clone() for name, p in server.backend.model.named_parameters()}
+
+    start = dict(AutoModelForCausalLM.from_pretrained(start_model).named_parameters())
+    learner = load_file(str(tmp_path / "learner_0.safetensors"))
+    assert any(not torch.equal(learner[name], start[name]) for name in learner), "the update changed nothing"
+    for rank, report in enumerate(reports):
+        assert report["world_size"] == 2
+        # One (name, tensor) pair per load call, one call per parameter.
+        assert report["pairs_per_call"] == [1] * report["parameters"] == [1] * len(learner)
+        # Under ZeRO-3 at most the parameter being sent is gathered at a time.
+        assert report["most_gathered"] <= 1
+        received = load_file(str(tmp_path / f"receiver_{rank}.safetensors"))
+        mine = load_file(str(tmp_path / f"learner_{rank}.safetensors"))
+        for name, tensor in mine.items():
+            assert torch.equal(received[name], tensor), (rank, name)
+    # The server got every parameter once, in order, bit-equal, and reset its prefix cache after.
+    assert server.loads == list(start)
+    assert server.prefix_cache_resets == 1
+    for name, tensor in learner.items():
+        assert torch.equal(served[name], tensor), name
+    main = reports[0]
+    assert main["agreement"] < 1e-4
+    # The prompts arrived as the learner's token ids, for the check and for sampling alike.
+    assert server.prompts_received == main["sent_prompts"] * 2
+    assert all(len(samples) == 2 for samples in main["completions"])
+
+
+def test_rollout_prompts_are_the_learners_token_ids_with_no_bos_added(tiny_tokenizer, tiny_model_factory):
+    """With a tokenizer that, like Llama 3's, prepends BOS when encoding text with special tokens (what
+    an engine does with a text prompt), the backend still receives exactly the learner's ids."""
+    from tokenizers import processors
+
+    from tulu_cli.train.rl.data import check_rlvr_row
+    from tulu_cli.train.rl.rollout import generate_rollouts
+
+    tokenizer = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer.__class__.from_str(
+        tiny_tokenizer.backend_tokenizer.to_str()), bos_token=BOS, eos_token=tiny_tokenizer.eos_token,
+        pad_token=tiny_tokenizer.pad_token)
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", special_tokens=[(BOS, bos)])
+    row = check_rlvr_row({"messages": [{"role": "user", "content": "What is 4 + 5?"}], "ground_truth": "9",
+                          "dataset": "gsm8k"}, tokenizer, 128)
+    assert tokenizer(row.prompt)["input_ids"] == [bos, *row.prompt_ids]  # the text path's extra BOS
+
+    model = tiny_model_factory(seed=1)
+    seen: list[list[int]] = []
+
+    def record_prefill(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] > 1:
+            seen.extend(ids.tolist())
+
+    handle = model.register_forward_pre_hook(record_prefill, with_kwargs=True)
+    try:
+        rollouts = generate_rollouts(HFBackend(model, tokenizer), [row],
+                                     SamplingConfig(max_new_tokens=3, temperature=1.0, n=1, seed=0))
+        # A text prompt that carries its BOS (a template with `{{ bos_token }}`) keeps exactly one.
+        HFBackend(model, tokenizer).generate([BOS + row.prompt], SamplingConfig(max_new_tokens=2, n=1))
+    finally:
+        handle.remove()
+    assert len(rollouts) == 1
+    assert seen[0] == row.prompt_ids and bos not in seen[0]
+    assert seen[1] == [bos, *row.prompt_ids] and seen[1].count(bos) == 1
+
+
+def test_logprob_check_fails_when_the_engine_holds_other_weights(tiny_tokenizer, tiny_model_factory):
+    from accelerate import Accelerator
+
+    from tulu_cli.train.rl.engine_check import check_engine_logprobs
+    from tulu_cli.train.rl.models import PolicyAndValue
+
+    accelerator = Accelerator(cpu=True)
+    learner = PolicyAndValue(tiny_model_factory(seed=1), None)
+    prompts = [tiny_tokenizer("<|user|>\nWhat is 2 + 2?\n<|assistant|>\n", add_special_tokens=False)["input_ids"]]
+    same = check_engine_logprobs(accelerator, HFBackend(tiny_model_factory(seed=1), tiny_tokenizer), learner,
+                                 prompts, tolerance=1e-5)
+    assert same.mean_abs_diff < 1e-6 and same.tokens == len(prompts[0]) - 1
+    with pytest.raises(StageError, match="log-prob check failed"):
+        check_engine_logprobs(accelerator, HFBackend(tiny_model_factory(seed=2), tiny_tokenizer), learner,
+                              prompts, tolerance=0.05)
+    with pytest.warns(UserWarning, match="log-prob check failed"):
+        check_engine_logprobs(accelerator, HFBackend(tiny_model_factory(seed=2), tiny_tokenizer), learner,
+                              prompts, tolerance=0.05, on_mismatch="warn")
+
+
+@pytest.mark.parametrize("preset, mode, lines", [
+    ("llama8b", "server", ["training: 1 node(s), 7 GPU ranks",
+                           "1 server(s) x tensor parallel size 1 = 1 dedicated GPU(s)", "GPUs in all: 8"]),
+    ("llama70b", "server", ["training: 5 node(s), 40 GPU ranks",
+                            "2 server(s) x tensor parallel size 4 = 8 dedicated GPU(s) on 1 node(s)",
+                            "GPUs in all: 48"]),
+    ("grpo8b", "colocate", ["training: 1 node(s), 8 GPU ranks",
+                            "8 engine(s) of tensor parallel size 1 on the same 8 GPUs"]),
+])
+def test_dry_run_shows_the_pinned_vllm_mode_and_a_layout_that_fits_8_gpu_nodes(tmp_path, preset, mode, lines):
+    import tomllib
+
+    import yaml
+
+    from tests.conftest import run_tulu
+    from tulu_cli.train.rl.layout import VLLM_REQUIREMENT
+
+    result = run_tulu("rlvr", f"conf={preset}", f"output_dir={tmp_path}", "--dry-run")
+    assert f"vLLM ({VLLM_REQUIREMENT}), mode {mode}" in result.stdout
+    for line in lines:
+        assert line in result.stdout, result.stdout[-2000:]
+    assert "problem:" not in result.stdout
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["generation"]["vllm"]["mode"] == mode
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["vllm"] == [VLLM_REQUIREMENT]

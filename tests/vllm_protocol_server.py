@@ -1,0 +1,148 @@
+"""A real HTTP server on 127.0.0.1 speaking the routes of vLLM 0.31's own server that RLVR's server mode
+uses, in front of a tiny Hugging Face model (tests only; vLLM needs a GPU).
+
+Mirrors, from vLLM's source: `POST /v1/completions` (token-id prompts, `n`, `seed`, `return_token_ids`,
+`prompt_logprobs`; choices prompt-major), `GET /get_world_size`, `GET /health`, the dev-mode weight
+routes (`/init_weight_transfer_engine` joins the group at `rank_offset` and blocks until the learner
+joins; `/update_weights` needs `/start_weight_update` first and receives each announced parameter by
+one broadcast, then `load_weights([(name, tensor)])`, as `NCCLWeightTransferEngine.receive_weights`
+does unpacked) and `/reset_prefix_cache`. The group is gloo over the same TCPStore rendezvous.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+
+from tulu_cli.generation import SamplingConfig
+from tulu_cli.generation.hf import HFBackend
+
+
+class VLLMProtocolServer:
+    def __init__(self, model, tokenizer):
+        self.backend = HFBackend(model, tokenizer, batch_size=8)
+        self.tokenizer = tokenizer
+        self.prompts_received: list[list[int]] = []
+        self.loads: list[str] = []  # parameter names, in the order they were loaded
+        self.prefix_cache_resets = 0
+        self.group = None
+        self.updating = False
+        self._lock = threading.Lock()
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._http.shutdown()
+        self._http.server_close()
+
+    # --- routes ---
+    def completions(self, body: dict) -> dict:
+        prompts = body["prompt"]
+        if prompts and isinstance(prompts[0], int):
+            prompts = [prompts]
+        with self._lock:
+            self.prompts_received.extend(list(p) for p in prompts)
+            if body.get("prompt_logprobs") is not None:
+                rows = self.backend.prompt_logprobs(prompts)
+                choices = []
+                for ids, row in zip(prompts, rows, strict=True):
+                    logprobs = [{str(t): {"logprob": lp, "rank": 1}} for t, lp in zip(ids[1:], row, strict=True)]
+                    choices.append({"index": len(choices), "text": "", "finish_reason": "length",
+                                    "prompt_token_ids": ids, "prompt_logprobs": [None, *logprobs]})
+                return {"choices": choices}
+            n = int(body.get("n", 1))
+            sampling = SamplingConfig(max_new_tokens=int(body.get("max_tokens", 16)),
+                                      temperature=float(body.get("temperature", 1.0)),
+                                      top_p=float(body.get("top_p", 1.0)), n=n, seed=int(body.get("seed") or 0))
+            outputs = self.backend.generate(prompts, sampling)
+        choices = []
+        for ids, samples in zip(prompts, outputs, strict=True):
+            for sample in samples:
+                choices.append({"index": len(choices), "text": sample.text, "token_ids": sample.token_ids,
+                                "prompt_token_ids": ids, "finish_reason": "stop" if sample.finished else "length"})
+        return {"choices": choices}
+
+    def init_weight_transfer_engine(self, body: dict) -> dict:
+        info = body["init_info"]
+        timeout = datetime.timedelta(seconds=120)
+        store = torch.distributed.TCPStore(info["master_address"], int(info["master_port"]), int(info["world_size"]),
+                                           is_master=False, timeout=timeout)
+        self.group = torch.distributed.ProcessGroupGloo(store, int(info["rank_offset"]), int(info["world_size"]),
+                                                        timeout)
+        return {"message": "Weight transfer initialized"}
+
+    def update_weights(self, body: dict) -> dict:
+        if not self.updating:
+            raise RuntimeError("start_weight_update must be called before update_weights.")
+        info = body["update_info"]
+        for name, dtype, shape in zip(info["names"], info["dtype_names"], info["shapes"], strict=True):
+            weight = torch.empty(shape, dtype=getattr(torch, dtype))
+            self.group.broadcast(weight, 0).wait()
+            self.backend.load_weights([(name, weight)])
+            self.loads.append(name)
+        return {"message": "Weights updated"}
+
+    def route(self, method: str, path: str, body: dict | None) -> dict:
+        if method == "GET" and path == "/health":
+            return {}
+        if method == "GET" and path == "/get_world_size":
+            return {"world_size": 1}
+        if method == "POST" and path == "/v1/completions":
+            return self.completions(body)
+        if method == "POST" and path == "/init_weight_transfer_engine":
+            return self.init_weight_transfer_engine(body)
+        if method == "POST" and path == "/start_weight_update":
+            self.updating = True
+            return {"message": "Weight update started"}
+        if method == "POST" and path == "/update_weights":
+            return self.update_weights(body)
+        if method == "POST" and path == "/finish_weight_update":
+            self.updating = False
+            return {"message": "Weight update finished"}
+        if method == "POST" and path == "/reset_prefix_cache":
+            self.prefix_cache_resets += 1
+            return {"success": True}
+        raise KeyError(path)
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _serve(self, method: str):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                try:
+                    payload, status = server.route(method, self.path, body), 200
+                except KeyError:
+                    payload, status = {"detail": "Not Found"}, 404
+                except Exception as error:  # the client must see server-side failures
+                    payload, status = {"error": repr(error)}, 500
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._serve("GET")
+
+            def do_POST(self):
+                self._serve("POST")
+
+        return Handler
