@@ -268,3 +268,18 @@ def test_a_changed_file_is_read_again_not_taken_from_the_cache(tmp_path):
     write_lines(source, [{"id": 2}, {"id": 3}])
     assert rows_of(load_source(str(source))) == [{"id": 2}, {"id": 3}]
     assert rows_of(load_source(str(source), max_rows=1)) == [{"id": 2}]
+
+
+def test_later_rows_that_fit_the_first_rows_types_are_written_in_one_pass(tmp_path, monkeypatch):
+    from tulu_cli.data import arrow_rows
+
+    def second_pass(*args):
+        raise AssertionError("the file was read twice")
+
+    monkeypatch.setattr(arrow_rows, "_write_with_types", second_pass)
+    first = [{"id": i, "messages": chat(f"q{i}"), "note": "n"} for i in range(1000)]
+    later = [{"id": 1000, "messages": [], "note": None}, {"id": 1001, "messages": None}]
+    source = write_lines(tmp_path / "narrow_later.jsonl", first + later)
+    loaded = load_source(str(source))
+    assert loaded.dataset.column_names == ["id", "messages", "note"]
+    assert rows_of(loaded)[998:] == first[998:] + [later[0], {**later[1], "note": None}]

@@ -52,70 +52,105 @@ def _merge(known: pa.DataType | None, new: pa.DataType) -> pa.DataType | None:
     return None if pa.types.is_union(merged) else merged
 
 
-def infer_columns(batches: Iterable[list[dict]]) -> tuple[ColumnTypes, int]:
-    """The column types that fit every row of `batches`, and the number of rows."""
-    types: ColumnTypes = {}
-    rows = 0
-    for batch in batches:
-        rows += len(batch)
-        names = dict.fromkeys(key for row in batch for key in row)
-        for name in names:
-            if name in types and types[name] is None:
-                continue
-            try:
-                found = pa.array([row.get(name) for row in batch]).type
-            except (pa.ArrowException, OverflowError, TypeError, ValueError, UnicodeEncodeError):
-                types[name] = None
-                continue
-            merged = found if name not in types else _merge(types[name], found)
-            types[name] = merged if merged is not None and _depth(merged) <= MAX_NESTING else None
-    return types, rows
+_CONVERSION_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError, UnicodeEncodeError)
+
+
+def _infer_batch(batch: list[dict], types: ColumnTypes) -> tuple[dict[str, pa.Array], ColumnTypes]:
+    """The batch's own Arrow arrays (JSON-text columns excepted) and `types` widened to fit the batch."""
+    arrays: dict[str, pa.Array] = {}
+    merged = dict(types)
+    for name in dict.fromkeys(key for row in batch for key in row):
+        if name in merged and merged[name] is None:
+            continue
+        try:
+            arrays[name] = pa.array([row.get(name) for row in batch])
+        except _CONVERSION_ERRORS:
+            merged[name] = None
+            continue
+        found = arrays[name].type
+        wide = found if name not in merged else _merge(merged[name], found)
+        merged[name] = wide if wide is not None and _depth(wide) <= MAX_NESTING else None
+    return arrays, merged
 
 
 def column_name(name: str, data_type: pa.DataType | None) -> str:
     return f"{JSON_COLUMN}{name}" if data_type is None else name
 
 
+def _schema(types: ColumnTypes) -> pa.Schema:
+    return pa.schema([(column_name(name, data_type), data_type or pa.string()) for name, data_type in types.items()])
+
+
 def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def _batch(rows: list[dict], types: ColumnTypes, schema: pa.Schema) -> pa.RecordBatch:
-    arrays = []
+def _record_batch(rows: list[dict], types: ColumnTypes, schema: pa.Schema,
+                  arrays: dict[str, pa.Array] | None = None) -> pa.RecordBatch:
+    """`rows` in the columns of `types`, reusing the arrays already built for them where given."""
+    columns = []
     for name, data_type in types.items():
-        values = [row.get(name) for row in rows]
         if data_type is None:
-            arrays.append(pa.array([_json_text(value) for value in values], pa.string()))
+            columns.append(pa.array([_json_text(row.get(name)) for row in rows], pa.string()))
+        elif arrays is not None and name in arrays:
+            array = arrays[name]
+            columns.append(array if array.type == data_type else array.cast(data_type))
         else:
-            arrays.append(pa.array(values, data_type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+            columns.append(pa.array([row.get(name) for row in rows], data_type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-class ColumnMismatch(Exception):
-    """A value did not fit the type inferred for its column (the inference saw a narrower sample)."""
+def write_rows(path: Path, batches: Callable[[], Iterable[list[dict]]]) -> ColumnTypes:
+    """Write the rows of `batches()` to `path` (an Arrow IPC stream) with column types that fit every row;
+    returns them. One pass while each batch fits the types of the batches before it (the usual file);
+    when a later batch widens them (a new field, a field first seen null), a second pass rewrites the
+    file with the widened types."""
+    types: ColumnTypes = {}
+    one_pass = True
+    with pa.OSFile(str(path), "wb") as sink:
+        writer = None
+        for batch in batches():
+            arrays, merged = _infer_batch(batch, types)
+            if writer is None:
+                schema = _schema(merged)
+                writer = pa.ipc.new_stream(sink, schema)
+            elif merged != types:
+                one_pass = False
+            types = merged
+            if one_pass:
+                try:
+                    writer.write_batch(_record_batch(batch, types, schema, arrays))
+                except _CONVERSION_ERRORS:
+                    one_pass = False
+        if writer is not None:
+            writer.close()
+    if one_pass and writer is not None:
+        return types
+    return _write_with_types(path, batches, types)
+
+
+class _ColumnMismatch(Exception):
+    """A value did not fit the type inferred for its column."""
 
     def __init__(self, name: str):
         super().__init__(name)
         self.name = name
 
 
-def write_arrow_stream(path: Path, batches: Callable[[], Iterable[list[dict]]], types: ColumnTypes) -> ColumnTypes:
-    """Write the rows of `batches()` to `path` (an Arrow IPC stream); returns the column types used.
-
-    A column whose values turn out not to fit its type becomes JSON text and the file is rewritten.
-    """
+def _write_with_types(path: Path, batches: Callable[[], Iterable[list[dict]]], types: ColumnTypes) -> ColumnTypes:
+    """Write the rows of `batches()` with the given column types; a column whose values turn out not to
+    fit its type becomes JSON text and the file is written again."""
     while True:
-        schema = pa.schema([(column_name(name, data_type), data_type or pa.string())
-                            for name, data_type in types.items()])
+        schema = _schema(types)
         try:
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
                 for rows in batches():
                     try:
-                        writer.write_batch(_batch(rows, types, schema))
-                    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
-                        raise ColumnMismatch(_failing_column(rows, types)) from exc
+                        writer.write_batch(_record_batch(rows, types, schema))
+                    except _CONVERSION_ERRORS as exc:
+                        raise _ColumnMismatch(_failing_column(rows, types)) from exc
             return types
-        except ColumnMismatch as mismatch:
+        except _ColumnMismatch as mismatch:
             types = {**types, mismatch.name: None}
 
 
@@ -125,7 +160,7 @@ def _failing_column(rows: list[dict], types: ColumnTypes) -> str:
             continue
         try:
             pa.array([row.get(name) for row in rows], data_type)
-        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        except _CONVERSION_ERRORS:
             return name
     raise RuntimeError("an Arrow batch failed but no column fails on its own")
 

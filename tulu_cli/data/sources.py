@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tulu_cli.data.arrow_rows import batched, decode_row, infer_columns, write_arrow_stream
+from tulu_cli.data.arrow_rows import batched, decode_row, write_rows
 from tulu_cli.data.row_files import QUIET, ROW_FILE_SUFFIXES, ReadLog, Reject, file_rows
 from tulu_cli.errors import StageError
 
@@ -239,20 +239,25 @@ def _cache_base(files: list[Path], max_rows: int | None) -> Path:
 
 
 def _load_streamed(name: str, files: list[Path], max_rows: int | None) -> Loaded:
-    """Row files streamed into one Arrow file (two passes: the schema that fits every row, then the
-    rows), kept in the datasets cache so that every rank and every later run reuses it."""
+    """Row files streamed into one Arrow file (`write_rows`), kept in the datasets cache so that every
+    rank and every later run reuses it."""
     import datasets
 
     base = _cache_base(files, max_rows)
     arrow, sidecar = base.with_suffix(".arrow"), base.with_suffix(".json")
     if not (arrow.is_file() and sidecar.is_file()):
         log, locator = ReadLog(), RowLocator()
-        types, _ = infer_columns(batched(_located_rows(name, files, log, locator, max_rows)))
+        reads = iter([(log, locator)])  # the first read records rejects and row places; a second repeats them
+
+        def batches() -> Iterator[list[dict]]:
+            read_log, read_locator = next(reads, (QUIET, None))
+            return batched(_located_rows(name, files, read_log, read_locator, max_rows))
+
         base.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=base.parent, prefix=f".{base.name}.", suffix=".arrow")
         os.close(fd)
         try:
-            write_arrow_stream(Path(tmp), lambda: batched(_located_rows(name, files, QUIET, None, max_rows)), types)
+            write_rows(Path(tmp), batches)
             os.replace(tmp, arrow)
         finally:
             Path(tmp).unlink(missing_ok=True)
