@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
+from tests.conftest import run_tulu
 from tulu_cli.curate.build import build_mix
 from tulu_cli.data.sft_data import prepare_sft
 from tulu_cli.data.sources import SourceError, is_local, load_source, row_dict
@@ -146,6 +147,16 @@ def test_an_empty_file_fails_naming_it_in_every_stage(tmp_path, tiny_tokenizer, 
         build_mix("m", sft_mix(source), seed=0, progress=no_progress)
     with pytest.raises(SourceError, match="holds no rows"):
         prepare_sft(OmegaConf.create({"train": str(source), "num_proc": 1}), 64, tiny_tokenizer, tmp_path)
+
+
+def test_curate_fails_on_an_empty_source_naming_it(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    proc = run_tulu("curate", f"output_dir={tmp_path / 'run'}", f"datasets.sft.sources.tiny_sft.path={empty}",
+                    check=False, timeout=300)
+    assert proc.returncode != 0
+    assert f"source '{empty}' holds no rows" in proc.stdout + proc.stderr
+    assert not (tmp_path / "run" / "sft").exists()
 
 
 def test_a_file_with_no_readable_row_fails_with_its_first_reject(tmp_path):
