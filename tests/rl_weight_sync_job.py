@@ -1,11 +1,13 @@
-"""A distributed learner job for the weight-sync tests (run by torchrun or accelerate on CPU ranks).
+"""A distributed learner job for the weight-sync tests, started like a stage (`python -m
+tests.rl_weight_sync_job --run-dir DIR` under a launcher profile: torchrun DDP or accelerate ZeRO-3 on
+CPU ranks); RUN_DIR/job.json names the model and the server.
 
 Every rank trains the tiny policy one step (so its weights differ from the saved model), then:
 - colocate: sends its weights to its own receiver, a real HF model behind the generation backend's
   `load_weights` interface, exactly as a colocated vLLM engine receives them;
 - server (with --server): the main process pushes the weights to the HTTP server over the weight
   group, runs the log-prob check against it and samples from it with token-id prompts.
-Each rank writes what it saw to --out.
+Each rank writes what it saw to RUN_DIR.
 """
 
 from __future__ import annotations
@@ -45,19 +47,18 @@ class RecordingReceiver(HFBackend):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--server", default=None)
-    parser.add_argument("--group-port", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--run-dir", required=True)
+    out = Path(parser.parse_args().run_dir)
+    job = json.loads((out / "job.json").read_text())
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     state = distributed_state()
-    out = Path(args.out)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(job["model"])
+    # Loaded before the accelerator exists, so that under ZeRO-3 it is not partitioned (zero.Init).
+    receiver_model = AutoModelForCausalLM.from_pretrained(job["model"])
     accelerator = make_accelerator(1, 2, None)
-    model = PolicyAndValue(AutoModelForCausalLM.from_pretrained(args.model), None)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    model = PolicyAndValue(AutoModelForCausalLM.from_pretrained(job["model"]), None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     model, optimizer = accelerator.prepare(model, optimizer)
     generator = torch.Generator().manual_seed(11 + state.process_index)
     input_ids = torch.randint(3, len(tokenizer), (2, 12), generator=generator)
@@ -67,8 +68,7 @@ def main() -> None:
     optimizer.zero_grad()
 
     policy = accelerator.unwrap_model(model).policy
-    receiver = RecordingReceiver(AutoModelForCausalLM.from_pretrained(args.model), tokenizer,
-                                 list(policy.parameters()))
+    receiver = RecordingReceiver(receiver_model, tokenizer, list(policy.parameters()))
     sync_rollout_weights(accelerator, receiver, model)
     learner = {name: tensor.detach().clone() for name, tensor in iter_full_parameters(policy)}
     rank = state.process_index
@@ -79,10 +79,10 @@ def main() -> None:
               "most_gathered": receiver.most_gathered, "parameters": len(learner),
               "zero3": any(hasattr(p, "ds_id") for p in policy.parameters())}
 
-    if args.server:
+    if job.get("server"):
         from tulu_cli.generation.vllm_server import VLLMServerBackend
 
-        backend = (VLLMServerBackend([args.server], tokenizer, "127.0.0.1", args.group_port, connect_timeout_s=30)
+        backend = (VLLMServerBackend([job["server"]], tokenizer, "127.0.0.1", job["group_port"], connect_timeout_s=30)
                    if accelerator.is_main_process else None)
         sync_rollout_weights(accelerator, backend, model)
         prompts = [tokenizer("<|user|>\nWhat is 2 + 3?\n<|assistant|>\n", add_special_tokens=False)["input_ids"],

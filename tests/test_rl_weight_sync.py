@@ -5,10 +5,8 @@ as server mode), token-id prompts without a second BOS, and the engine/learner l
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -28,18 +26,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_learner_job(start_model, out, server_url: str | None = None, group_port: int = 0):
-    """The sync job on 2 CPU ranks (torchrun, gloo)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", str(ROOT / "tests" / "rl_weight_sync_job.py"),
-               "--model", str(start_model), "--out", str(out)]
-    if server_url:
-        command += ["--server", server_url, "--group-port", str(group_port)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+def run_learner_job(launcher_name: str, start_model, out, server_url: str | None = None, group_port: int = 0):
+    """The sync job on 2 CPU ranks, started by a launcher profile as a stage would be."""
+    from omegaconf import OmegaConf
+
+    from tulu_cli import launch
+
+    launcher = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "launcher" / f"{launcher_name}.yaml"))
+    launcher["main_port"] = free_port()
+    (out / "job.json").write_text(json.dumps({"model": str(start_model), "server": server_url,
+                                              "group_port": group_port}))
+    launch.write_launcher_files(launcher, out)
+    command = launch.build_command(launcher, "tests.rl_weight_sync_job", out)
+    env = {**launch.launch_env(launcher), "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return [json.loads((out / f"report_{rank}.json").read_text()) for rank in (0, 1)]
+
+
+# ZeRO-3 on 2 CPU ranks where the project has the profile, else 2 DDP ranks.
+LAUNCHER = "cpu_zero3" if (ROOT / "conf" / "launcher" / "cpu_zero3.yaml").exists() else "cpu_ddp2"
 
 
 def test_two_ranks_send_weights_parameter_by_parameter_to_receivers_and_a_server(tmp_path, start_model):
@@ -47,14 +53,14 @@ def test_two_ranks_send_weights_parameter_by_parameter_to_receivers_and_a_server
 
     tokenizer = AutoTokenizer.from_pretrained(start_model)
     with VLLMProtocolServer(AutoModelForCausalLM.from_pretrained(start_model), tokenizer) as server:
-        reports = run_learner_job(start_model, tmp_path, server.url, free_port())
+        reports = run_learner_job(LAUNCHER, start_model, tmp_path, server.url, free_port())
         served = {name: p.detach().clone() for name, p in server.backend.model.named_parameters()}
 
     start = dict(AutoModelForCausalLM.from_pretrained(start_model).named_parameters())
     learner = load_file(str(tmp_path / "learner_0.safetensors"))
     assert any(not torch.equal(learner[name], start[name]) for name in learner), "the update changed nothing"
     for rank, report in enumerate(reports):
-        assert report["world_size"] == 2
+        assert report["world_size"] == 2 and report["zero3"] == (LAUNCHER == "cpu_zero3")
         # One (name, tensor) pair per load call, one call per parameter.
         assert report["pairs_per_call"] == [1] * report["parameters"] == [1] * len(learner)
         # Under ZeRO-3 at most the parameter being sent is gathered at a time.

@@ -91,7 +91,7 @@ class VLLMBackend:
         self._wake(["kv_cache"])
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
                                     SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
-        self._sleep()
+        # Left awake: the check runs between a weight load and the next sampling pass, which sleeps.
         return [[entry[token].logprob for token, entry in zip(ids[1:], output.prompt_logprobs[1:], strict=True)]
                 for ids, output in zip(prompts, outputs, strict=True)]
 
