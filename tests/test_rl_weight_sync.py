@@ -63,8 +63,8 @@ def test_two_ranks_send_weights_parameter_by_parameter_to_receivers_and_a_server
         assert report["world_size"] == 2 and report["zero3"] == (LAUNCHER == "cpu_zero3")
         # One (name, tensor) pair per load call, one call per parameter.
         assert report["pairs_per_call"] == [1] * report["parameters"] == [1] * len(learner)
-        # Under ZeRO-3 at most the parameter being sent is gathered at a time.
-        assert report["most_gathered"] <= 1
+        # Under ZeRO-3 only the parameter being sent is gathered while it is loaded.
+        assert report["most_gathered"] == (1 if report["zero3"] else 0)
         received = load_file(str(tmp_path / f"receiver_{rank}.safetensors"))
         mine = load_file(str(tmp_path / f"learner_{rank}.safetensors"))
         for name, tensor in mine.items():
