@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from tulu_cli.generation import SamplingConfig
 from tulu_cli.generation.hf import HFBackend
+from tulu_cli.generation.vllm_backend import gather_in_group
 from tulu_cli.train.rl.engine_check import check_engine_logprobs
 from tulu_cli.train.rl.models import PolicyAndValue
 from tulu_cli.train.rl.weight_sync import iter_full_parameters, sync_rollout_weights
@@ -78,6 +79,14 @@ def main() -> None:
     report = {"world_size": state.num_processes, "pairs_per_call": receiver.pairs_per_call,
               "most_gathered": receiver.most_gathered, "parameters": len(learner),
               "zero3": any(hasattr(p, "ds_id") for p in policy.parameters())}
+
+    # Colocated engines of tensor parallel size 2: both ranks run both ranks' prompts, each keeps its own.
+    import torch.distributed as dist
+
+    group, _ = dist.new_subgroups_by_enumeration([list(range(state.num_processes))])
+    mine = [[rank, rank + 10], [rank + 20]]
+    everyone, own = gather_in_group(mine, group)
+    report["tp_group"] = {"prompts": everyone, "own": everyone[own] == mine}
 
     if job.get("server"):
         from tulu_cli.generation.vllm_server import VLLMServerBackend

@@ -74,6 +74,8 @@ def test_two_ranks_send_weights_parameter_by_parameter_to_receivers_and_a_server
     assert server.prefix_cache_resets == 1
     for name, tensor in learner.items():
         assert torch.equal(served[name], tensor), name
+    for report in reports:
+        assert report["tp_group"] == {"prompts": [[0, 10], [20], [1, 11], [21]], "own": True}
     main = reports[0]
     assert main["agreement"] < 1e-4
     # The prompts arrived as the learner's token ids, for the check and for sampling alike.

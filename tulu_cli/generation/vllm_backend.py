@@ -77,7 +77,7 @@ class VLLMBackend:
         from vllm.inputs import TokensPrompt
 
         ids = prompt_token_ids(prompts, self.tokenizer)
-        group_ids, mine = self._gather_in_tp_group(ids)
+        group_ids, mine = gather_in_group(ids, self.tp_group)
         self._wake(["kv_cache"])
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in group_ids], sampling_params(sampling),
                                     use_tqdm=False)
@@ -128,15 +128,15 @@ class VLLMBackend:
             self.asleep = True
             self.weights_current = self.sleep_level == 1
 
-    def _gather_in_tp_group(self, ids: list[list[int]]) -> tuple[list[list[int]], slice]:
-        """Ranks of one tensor-parallel engine must run the same prompts: gather them, keep our slice."""
-        if self.tp_group is None:
-            return ids, slice(0, len(ids))
-        import torch.distributed as dist
 
-        size = dist.get_world_size(self.tp_group)
-        gathered: list = [None] * size
-        dist.all_gather_object(gathered, ids, group=self.tp_group)
-        rank = dist.get_rank(self.tp_group)
-        start = sum(len(part) for part in gathered[:rank])
-        return [p for part in gathered for p in part], slice(start, start + len(ids))
+def gather_in_group(ids: list[list[int]], group) -> tuple[list[list[int]], slice]:
+    """Ranks of one tensor-parallel engine must run the same prompts: every rank of `group` gets all
+    their prompts (in rank order) and the slice that is its own."""
+    if group is None:
+        return ids, slice(0, len(ids))
+    import torch.distributed as dist
+
+    gathered: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, ids, group=group)
+    start = sum(len(part) for part in gathered[: dist.get_rank(group)])
+    return [p for part in gathered for p in part], slice(start, start + len(ids))
