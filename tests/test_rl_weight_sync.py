@@ -168,3 +168,29 @@ def test_dry_run_shows_the_pinned_vllm_mode_and_a_layout_that_fits_8_gpu_nodes(t
     assert config["generation"]["vllm"]["mode"] == mode
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert extras["vllm"] == [VLLM_REQUIREMENT]
+
+
+def test_rlvr_samples_from_a_server_and_sends_it_every_update(tmp_path, start_model):
+    """`tulu rlvr` in server mode end to end: rollouts come from the server, the weights go to it after
+    every update, the log-prob check passes after the first sync, and the server ends with the final policy."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.conftest import run_tulu
+    from tests.test_rlvr_run import QUICK
+
+    tokenizer = AutoTokenizer.from_pretrained(start_model)
+    with VLLMProtocolServer(AutoModelForCausalLM.from_pretrained(start_model), tokenizer) as server:
+        result = run_tulu("rlvr", *QUICK, "algorithm=grpo", "train.max_steps=2", f"model.path={start_model}",
+                          f"output_dir={tmp_path}", "generation.backend=vllm", "generation.vllm.mode=server",
+                          f"generation.vllm.servers=[{server.url}]", f"generation.vllm.group_port={free_port()}",
+                          "generation.logprob_check.tolerance=1e-4")
+        served = {name: p.detach().clone() for name, p in server.backend.model.named_parameters()}
+    assert "log-prob check passed" in result.stdout
+    names = [name for name, _ in AutoModelForCausalLM.from_pretrained(start_model).named_parameters()]
+    assert server.loads == names * 2 and server.prefix_cache_resets == 2
+    final = dict(AutoModelForCausalLM.from_pretrained(tmp_path / "final").named_parameters())
+    for name in names:
+        assert torch.equal(served[name], final[name]), name
+    # 2 rollout batches of 4 prompts (sent as token ids), then the check's 4 prompts.
+    assert len(server.prompts_received) == 12
+    assert all(BOS not in tokenizer.convert_ids_to_tokens(ids) for ids in server.prompts_received)
