@@ -144,9 +144,10 @@ def test_logprob_check_fails_when_the_engine_holds_other_weights(tiny_tokenizer,
 
 @pytest.mark.parametrize("preset, mode, lines", [
     ("llama8b", "server", ["training: 1 node(s), 7 GPU ranks",
-                           "1 server(s) x tensor parallel size 1 = 1 dedicated GPU(s)", "GPUs in all: 8"]),
+                           "1 server(s) x tensor parallel size 1 = 1 dedicated GPU(s) beside the training ranks on their node",
+                           "GPUs in all: 8"]),
     ("llama70b", "server", ["training: 5 node(s), 40 GPU ranks",
-                            "2 server(s) x tensor parallel size 4 = 8 dedicated GPU(s) on 1 node(s)",
+                            "2 server(s) x tensor parallel size 4 = 8 dedicated GPU(s) on 1 node(s) of their own",
                             "GPUs in all: 48"]),
     ("grpo8b", "colocate", ["training: 1 node(s), 8 GPU ranks",
                             "8 engine(s) of tensor parallel size 1 on the same 8 GPUs"]),

@@ -30,9 +30,13 @@ class Layout:
             lines.append(f"generation: {self.engines} engine(s) of tensor parallel size {self.tensor_parallel_size} "
                          f"on the same {self.training_gpus} GPUs (asleep while training)")
         else:
-            nodes = -(-self.dedicated_generation_gpus // GPUS_PER_NODE)
+            gpus = self.dedicated_generation_gpus
+            if self.training_nodes == 1 and self.training_gpus + gpus <= GPUS_PER_NODE:
+                where = "beside the training ranks on their node"
+            else:
+                where = f"on {-(-gpus // GPUS_PER_NODE)} node(s) of their own"
             lines.append(f"generation: {self.engines} server(s) x tensor parallel size {self.tensor_parallel_size} "
-                         f"= {self.dedicated_generation_gpus} dedicated GPU(s) on {nodes} node(s)")
+                         f"= {gpus} dedicated GPU(s) {where}")
         lines.append(f"GPUs in all: {total}; weights: one parameter at a time from the learner's main process")
         return lines + [f"problem: {problem}" for problem in self.problems]
 
