@@ -69,16 +69,17 @@ class VLLMBackend:
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
         self.sleep_level = sleep_level if enable_sleep_mode else 0
         self.tp_group = tp_group
-        self.asleep = False
+        # Memory the engine released (`sleep`) and has not taken back yet: "weights", "kv_cache".
+        self.sleeping: set[str] = set()
         # Sleep level 2 discards the weights: sampling after it needs a weight load first.
-        self.weights_current = True
+        self.weights_lost = False
 
     def generate(self, prompts: Prompts, sampling: SamplingConfig) -> list[list[Completion]]:
         from vllm.inputs import TokensPrompt
 
         ids = prompt_token_ids(prompts, self.tokenizer)
         group_ids, mine = gather_in_group(ids, self.tp_group)
-        self._wake(["kv_cache"])
+        self._wake()
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in group_ids], sampling_params(sampling),
                                     use_tqdm=False)
         self._sleep()
@@ -88,7 +89,7 @@ class VLLMBackend:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        self._wake(["kv_cache"])
+        self._wake()
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
                                     SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
         # Left awake: the check runs between a weight load and the next sampling pass, which sleeps.
@@ -98,11 +99,12 @@ class VLLMBackend:
     def update_weights(self, metadata, named_params) -> None:
         from tulu_cli.train.rl.weight_sync import load_parameter_by_parameter
 
-        if self.asleep:
+        if "weights" in self.sleeping:
             self.llm.wake_up(tags=["weights"])
+            self.sleeping.discard("weights")
         load_parameter_by_parameter(self.engine_model(), named_params)
         self.llm.reset_prefix_cache()
-        self.weights_current = True
+        self.weights_lost = False
 
     def engine_model(self):
         executor = getattr(self.llm.llm_engine, "model_executor", None)
@@ -111,22 +113,18 @@ class VLLMBackend:
                                "(colocate mode, external launcher)")
         return executor.driver_worker.model_runner.get_model()
 
-    def _wake(self, tags: list[str]) -> None:
-        if not self.asleep:
-            return
-        if not self.weights_current:
+    def _wake(self) -> None:
+        if self.weights_lost:
             raise RuntimeError("the vLLM engine slept at level 2 and lost its weights: load weights before sampling")
-        if self.sleep_level == 1:
-            self.llm.wake_up()
-        else:
-            self.llm.wake_up(tags=tags)
-        self.asleep = False
+        if self.sleeping:
+            self.llm.wake_up(tags=sorted(self.sleeping))
+            self.sleeping.clear()
 
     def _sleep(self) -> None:
         if self.sleep_level:
             self.llm.sleep(level=self.sleep_level)
-            self.asleep = True
-            self.weights_current = self.sleep_level == 1
+            self.sleeping = {"weights", "kv_cache"}
+            self.weights_lost = self.sleep_level == 2
 
 
 def gather_in_group(ids: list[list[int]], group) -> tuple[list[list[int]], slice]:
