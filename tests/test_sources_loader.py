@@ -252,6 +252,20 @@ def test_deep_nesting_is_kept_as_json_or_set_aside(tmp_path):
     assert [(r.row, r.reason) for r in loaded.rejects] == [(2, "unparsable_line")]
 
 
+def test_keys_that_are_data_do_not_become_thousands_of_fields(tmp_path):
+    nested = write_lines(tmp_path / "nested_ids.jsonl", [{"id": i, "scores": {f"user{i}": i}} for i in range(2000)])
+    start = time.monotonic()
+    loaded = load_source(str(nested))
+    assert time.monotonic() - start < 30
+    assert rows_of(loaded)[1999] == {"id": 1999, "scores": {"user1999": 1999}}
+    flat = write_lines(tmp_path / "flat_ids.jsonl", [{"id": i, f"user{i}": i} for i in range(2000)])
+    with pytest.raises(SourceError, match=r"flat_ids\.jsonl.*more than 1024 distinct fields"):
+        load_source(str(flat))
+    odd = write_lines(tmp_path / "odd_names.jsonl", [{"_json:x": "not json", "": 1, "big": 2**70}, {"big": 1}])
+    assert rows_of(load_source(str(odd))) == [{"_json:x": "not json", "": 1, "big": 2**70},
+                                              {"_json:x": None, "": None, "big": 1}]
+
+
 def test_rows_go_to_arrow_in_batches_not_into_python_memory(tmp_path):
     rows = [{"id": f"row-{i}", "messages": chat("question " * 20 + str(i), "answer " * 20)} for i in range(20_000)]
     source = write_lines(tmp_path / "big.jsonl", rows)

@@ -22,6 +22,15 @@ JSON_COLUMN = "_json:"
 BATCH_ROWS = 1000
 # Deeper nested types are kept as JSON text: Arrow readers limit the nesting depth they accept.
 MAX_NESTING = 32
+# A nested object with more distinct keys than this (keys that are data, such as ids) is kept as JSON
+# text: as a struct, every row would carry every key, and the work grows with rows x keys.
+MAX_STRUCT_FIELDS = 256
+# More distinct top-level fields than this is not a table of rows; the source fails naming the count.
+MAX_COLUMNS = 1024
+
+
+class TooManyFields(ValueError):
+    """The rows have more distinct top-level fields than MAX_COLUMNS."""
 
 ColumnTypes = dict[str, "pa.DataType | None"]  # None: the column is JSON text
 
@@ -31,12 +40,16 @@ def batched(rows: Iterable[dict], size: int = BATCH_ROWS) -> Iterator[list[dict]
     return iter(lambda: list(islice(iterator, size)), [])
 
 
-def _depth(data_type: pa.DataType) -> int:
+def _fits_a_column(data_type: pa.DataType, depth: int = 0) -> bool:
+    """Whether a type is shallow and narrow enough to be stored as itself rather than as JSON text."""
+    if depth > MAX_NESTING:
+        return False
     if pa.types.is_struct(data_type):
-        return 1 + max((_depth(data_type.field(i).type) for i in range(data_type.num_fields)), default=0)
+        return data_type.num_fields <= MAX_STRUCT_FIELDS and all(
+            _fits_a_column(data_type.field(i).type, depth + 1) for i in range(data_type.num_fields))
     if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
-        return 1 + _depth(data_type.value_type)
-    return 0
+        return _fits_a_column(data_type.value_type, depth + 1)
+    return True
 
 
 def _merge(known: pa.DataType | None, new: pa.DataType) -> pa.DataType | None:
@@ -60,6 +73,8 @@ def _infer_batch(batch: list[dict], types: ColumnTypes) -> tuple[dict[str, pa.Ar
     arrays: dict[str, pa.Array] = {}
     merged = dict(types)
     for name in dict.fromkeys(key for row in batch for key in row):
+        if name.startswith(JSON_COLUMN):
+            merged[name] = None  # stored as `_json:_json:...`, so that decoding gives the name back
         if name in merged and merged[name] is None:
             continue
         try:
@@ -69,7 +84,10 @@ def _infer_batch(batch: list[dict], types: ColumnTypes) -> tuple[dict[str, pa.Ar
             continue
         found = arrays[name].type
         wide = found if name not in merged else _merge(merged[name], found)
-        merged[name] = wide if wide is not None and _depth(wide) <= MAX_NESTING else None
+        merged[name] = wide if wide is not None and _fits_a_column(wide) else None
+    if len(merged) > MAX_COLUMNS:
+        raise TooManyFields(f"the rows have more than {MAX_COLUMNS} distinct fields (keys that are data, "
+                            f"such as ids, belong inside one field)")
     return arrays, merged
 
 
