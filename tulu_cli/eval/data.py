@@ -51,7 +51,7 @@ def load_items(spec: TaskSpec) -> tuple[list[Item], list[Reject]]:
         try:
             items.append(build(spec, row, fields, index))
         except RowProblem as problem:
-            rejects.append(Reject(str(data["path"]), loaded.row_number(index), problem.field, "bad_eval_row",
+            rejects.append(Reject(loaded.row_file(index), loaded.row_number(index), problem.field, "bad_eval_row",
                                   str(problem), {k: row.get(k) for k in list(row)[:8]}))
     return items, rejects
 

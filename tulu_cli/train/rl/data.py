@@ -83,7 +83,7 @@ def prepare_rlvr(
             rows.append(check_rlvr_row(row, tokenizer, max_prompt_length))
         except RowError as error:
             rejects.append(
-                Reject(report.source, loaded.row_number(index), error.field, error.reason, error.detail, row)
+                Reject(loaded.row_file(index), loaded.row_number(index), error.field, error.reason, error.detail, row)
             )
     report.rows_kept = len(rows)
     report.rejected = Counter(reject.reason for reject in rejects)
