@@ -14,9 +14,10 @@ CLEAN=$RUNS/decontaminate/decontaminated
 step curate "$TULU" curate conf=tiny output_dir=$RUNS/curate
 # The tiny prompts are templated: two different problems with the same template share most of their
 # 8-grams, so Tulu 3's 0.5 overlap threshold would flag every problem that shares a name and item with
-# an eval problem. Only a whole match is contamination here; it removes the planted eval copies.
+# an eval problem. Only a whole match is contamination here (every n-gram of the eval prompt present,
+# hence the ngram_fraction score); it removes the planted eval copies.
 step decontaminate "$TULU" decontaminate conf=tiny "train=[$RUNS/curate/sft,$RUNS/curate/prefs,$RUNS/curate/rlvr]" \
-  threshold=1.0 remove=true output_dir=$RUNS/decontaminate
+  score=ngram_fraction threshold=1.0 remove=true output_dir=$RUNS/decontaminate
 step sft "$TULU" sft conf=tiny data.train=$CLEAN/sft output_dir=$RUNS/sft
 step prefs "$TULU" curate conf=prefs_tiny model.path=$RUNS/sft/final \
   prompts.sources.tiny_rlvr.path=$CLEAN/rlvr output_dir=$RUNS/prefs

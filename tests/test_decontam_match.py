@@ -19,6 +19,8 @@ from tulu_cli.decontam import (
     words,
 )
 from tulu_cli.decontam import index as index_module
+from tulu_cli.decontam.index import SCORES
+from tulu_cli.decontam.normalize import SEPARATOR, word_array
 
 PROMPT = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -27,8 +29,8 @@ PROMPT = (
 OTHER = "Write a limerick about a cat who learns to play the violin in the middle of the night."
 
 
-def _index(*texts: str, n: int = 8) -> EvalIndex:
-    return EvalIndex.build([EvalInstance("evalset", f"e{i}", t) for i, t in enumerate(texts)], n)
+def _index(*texts: str, n: int = 8, score: str = "token_coverage") -> EvalIndex:
+    return EvalIndex.build([EvalInstance("evalset", f"e{i}", t) for i, t in enumerate(texts)], n, score)
 
 
 def _ids(matches: list[Match]) -> list[str]:
@@ -75,8 +77,9 @@ def test_user_turns_and_eval_text() -> None:
     assert user_turns({"text": "none"}) == []
 
 
-def test_planted_contamination() -> None:
-    index = _index(PROMPT, OTHER)
+@pytest.mark.parametrize("score", SCORES)
+def test_planted_contamination(score: str) -> None:
+    index = _index(PROMPT, OTHER, score=score)
     ws = PROMPT.split()
     few_changed = list(ws)
     few_changed[10] = "blorp"  # one replaced word loses at most 8 of the 24 8-grams
@@ -102,29 +105,31 @@ def test_planted_contamination() -> None:
     assert _both(rows[2:3], index, threshold=1e-9) == []
 
 
-def test_near_miss_under_threshold_has_partial_score() -> None:
+@pytest.mark.parametrize("score", SCORES)
+def test_near_miss_under_threshold_has_partial_score(score: str) -> None:
     ws = PROMPT.split()
     kept = len(ws) // 3
     near = ws[:kept] + [f"x{i}" for i in range(len(ws) - kept)]
     rows = [TrainRow("train", "near", [" ".join(near)])]
-    index = _index(PROMPT)
+    index = _index(PROMPT, score=score)
     assert _both(rows, index, threshold=0.5) == []
     partial = _both(rows, index, threshold=0.01)
     assert len(partial) == 1 and 0 < partial[0].score < 0.5
 
 
-def test_ngrams_do_not_span_turns() -> None:
+@pytest.mark.parametrize("score", SCORES)
+def test_ngrams_do_not_span_turns(score: str) -> None:
     ws = PROMPT.split()
     half = len(ws) // 2
-    index = _index(" ".join(ws[half - 4 : half + 4]))  # exactly one 8-gram across the split point
+    index = _index(" ".join(ws[half - 4 : half + 4]), score=score)  # exactly one 8-gram across the split point
     split_rows = [TrainRow("train", "split", [" ".join(ws[:half]), " ".join(ws[half:])])]
     joined_rows = [TrainRow("train", "joined", [" ".join(ws)])]
     assert _both(split_rows, index, threshold=0.01) == []
     assert _ids(_both(joined_rows, index, threshold=0.01)) == ["joined"]
 
 
-def test_short_eval_instances_and_empty_inputs() -> None:
-    index = _index("Capital of France?", "", "   !!! ", OTHER)
+def test_short_eval_instances_and_empty_inputs_ngram_fraction() -> None:
+    index = _index("Capital of France?", "", "   !!! ", OTHER, score="ngram_fraction")
     rows = [
         TrainRow("train", "contains", ["What is the capital of France? Answer briefly."]),
         TrainRow("train", "apart", ["capital city of France"]),
@@ -135,15 +140,18 @@ def test_short_eval_instances_and_empty_inputs() -> None:
     matches = _both(rows, index, threshold=0.5)
     assert [(m.train_id, m.eval_id, m.score) for m in matches] == [("contains", "e0", 1.0)]
     assert _both([], index, threshold=0.5) == []
-    empty_index = _index("", "...")
-    assert _both(rows, empty_index, threshold=0.5) == []
-    assert _both(rows, empty_index, threshold=0.5, mode="exact") == []
+    for score in SCORES:
+        empty_index = _index("", "...", score=score)
+        assert _both(rows, empty_index, threshold=0.5) == []
+        assert _both(rows, empty_index, threshold=0.5, mode="exact") == []
 
 
-def test_unicode_prompts_match_across_forms() -> None:
+@pytest.mark.parametrize("score", SCORES)
+def test_unicode_prompts_match_across_forms(score: str) -> None:
     index = _index(
         "请计算下列数学题：小明有五个苹果，他吃了两个，还剩几个？",
         "Ｃａｆé au lait: how do I make a good one at home quickly?",
+        score=score,
     )
     rows = [
         TrainRow("train", "zh", ["请计算下列数学题 小明有五个苹果 他吃了两个 还剩几个"]),
@@ -154,16 +162,18 @@ def test_unicode_prompts_match_across_forms() -> None:
     assert [(m.train_id, m.score) for m in matches] == [("zh", 1.0), ("fr", 1.0)]
 
 
-def test_best_instance_and_ties() -> None:
+@pytest.mark.parametrize("score", SCORES)
+def test_best_instance_and_ties(score: str) -> None:
     index = EvalIndex.build(
-        [EvalInstance("a", "1", OTHER), EvalInstance("b", "2", PROMPT), EvalInstance("c", "3", PROMPT)], 8
+        [EvalInstance("a", "1", OTHER), EvalInstance("b", "2", PROMPT), EvalInstance("c", "3", PROMPT)], 8, score
     )
     matches = _both([TrainRow("train", "t", [OTHER[:40], PROMPT])], index, threshold=0.5)
     assert [(m.eval_set, m.eval_id, m.score) for m in matches] == [("b", "2", 1.0)]
 
 
-def test_exact_mode() -> None:
-    index = _index(PROMPT, OTHER, "Short one")
+@pytest.mark.parametrize("score", SCORES)
+def test_exact_mode(score: str) -> None:
+    index = _index(PROMPT, OTHER, "Short one", score=score)
     rows = [
         TrainRow("train", "same", ["hi", PROMPT.lower().replace(",", " , ")]),
         TrainRow("train", "embedded", [f"Please: {PROMPT}"]),
@@ -176,8 +186,12 @@ def test_exact_mode() -> None:
 
 def test_argument_checks() -> None:
     index = _index(PROMPT)
+    with pytest.raises(ValueError, match="above it"):
+        find_contamination([], index, threshold=1.0)  # nothing scores above 1
     with pytest.raises(ValueError):
-        find_contamination([], index, threshold=0.0)
+        find_contamination([], _index(PROMPT, score="ngram_fraction"), threshold=0.0)
+    with pytest.raises(ValueError):
+        EvalIndex.build([], 8, "overlap")
     with pytest.raises(ValueError):
         find_contamination([], index, threshold=0.5, mode="fuzzy")
     with pytest.raises(ValueError):
@@ -191,21 +205,32 @@ def _random_corpus(seed: int, n_train: int, n_eval: int) -> tuple[list[TrainRow]
     def text(lo: int, hi: int) -> str:
         return " ".join(rng.choice(vocab) for _ in range(rng.randint(lo, hi)))
 
-    evals = [EvalInstance(f"set{i % 3}", f"e{i}", text(0, 14)) for i in range(n_eval)]
+    evals = []
+    for i in range(n_eval):
+        if i % 4 == 3:  # a multi-field instance (e.g. passage and question)
+            fields = (text(0, 14), text(0, 10))
+            evals.append(EvalInstance(f"set{i % 3}", f"e{i}", "\n".join(fields), fields))
+        else:
+            evals.append(EvalInstance(f"set{i % 3}", f"e{i}", text(0, 14)))
     rows = []
     for i in range(n_train):
         turns = [text(0, 25) for _ in range(rng.randint(0, 3))]
-        if rng.random() < 0.3 and evals:  # splice an eval prompt into a turn
-            turns.append(f"{text(0, 5)} {rng.choice(evals).text} {text(0, 5)}")
+        if rng.random() < 0.3 and evals:  # splice an eval prompt (or one of its fields) into a turn
+            spliced = rng.choice(rng.choice(evals).parts)
+            turns.append(f"{text(0, 5)} {spliced} {text(0, 5)}")
         rows.append(TrainRow("train", f"r{i}", turns))
     return rows, evals
 
 
+THRESHOLDS = {"token_coverage": (0.0, 0.25, 0.5, 0.8, 0.99), "ngram_fraction": (1e-9, 0.25, 0.5, 0.8, 1.0)}
+
+
+@pytest.mark.parametrize("score", SCORES)
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
-def test_equals_brute_force_on_random_rows(n: int) -> None:
+def test_equals_brute_force_on_random_rows(n: int, score: str) -> None:
     rows, evals = _random_corpus(n, 300, 60)
-    index = EvalIndex.build(evals, n)
-    for threshold in (1e-9, 0.25, 0.5, 0.8, 1.0):
+    index = EvalIndex.build(evals, n, score)
+    for threshold in THRESHOLDS[score]:
         fast = find_contamination(rows, index, threshold=threshold, chunk_rows=37)
         assert fast == brute_force_contamination(rows, index, threshold=threshold)
         if threshold == 0.5:
@@ -214,12 +239,15 @@ def test_equals_brute_force_on_random_rows(n: int) -> None:
     assert fast == brute_force_contamination(rows, index, threshold=0.5, mode="exact")
 
 
-def test_forced_hash_collisions_stay_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("score", SCORES)
+def test_forced_hash_collisions_stay_exact(monkeypatch: pytest.MonkeyPatch, score: str) -> None:
     rows, evals = _random_corpus(7, 200, 50)
-    expected = {n: brute_force_contamination(rows, EvalIndex.build(evals, n), threshold=0.3) for n in (2, 4)}
+    expected = {
+        n: brute_force_contamination(rows, EvalIndex.build(evals, n, score), threshold=0.3) for n in (2, 4)
+    }
     monkeypatch.setattr(index_module, "HASH_MASK", 0x3)  # four possible hash values in total
     for n in (2, 4):
-        index = EvalIndex.build(evals, n)
+        index = EvalIndex.build(evals, n, score)
         assert len(set(index.tables[n].hashes.tolist())) <= 4
         assert find_contamination(rows, index, threshold=0.3, chunk_rows=50) == expected[n]
 
@@ -233,3 +261,66 @@ def test_workers_and_progress() -> None:
     )
     assert parallel == find_contamination(rows, index, threshold=0.5)
     assert sum(seen) == len(rows)
+
+
+def _forty_words() -> list[str]:
+    return [f"w{i}" for i in range(40)]
+
+
+def test_release_score_counts_covered_words_22_of_40() -> None:
+    """40 eval words, the first 22 shared: 22/40 words covered, 15 of 33 8-grams present."""
+    ws = _forty_words()
+    row = TrainRow("train", "t", [" ".join(ws[:22] + ["other"] * 18)])
+    coverage = _both([row], _index(" ".join(ws)), threshold=0.5)
+    assert [(m.train_id, m.score) for m in coverage] == [("t", 0.55)]  # release: 0.55 > 0.5, flagged
+    fraction_index = _index(" ".join(ws), score="ngram_fraction")
+    assert _both([row], fraction_index, threshold=0.5) == []  # 15/33 = 0.4545... kept
+    assert _both([row], fraction_index, threshold=0.45)[0].score == pytest.approx(15 / 33)
+
+
+def test_release_score_flags_only_above_the_threshold() -> None:
+    ws = _forty_words()
+    row = TrainRow("train", "t", [" ".join(ws[:20])])  # 20 of 40 words: exactly 0.5
+    assert _both([row], _index(" ".join(ws)), threshold=0.5) == []
+    assert _both([row], _index(" ".join(ws)), threshold=0.49)[0].score == 0.5
+    # ngram_fraction flags at the threshold: 13 of 26 8-grams of a 33-word prompt
+    assert _both([row], _index(" ".join(ws[:33]), score="ngram_fraction"), threshold=0.5)[0].score == 0.5
+
+
+def test_short_eval_text_under_both_scores() -> None:
+    """An eval text shorter than n words never matches under token_coverage; ngram_fraction matches it whole."""
+    rows = [TrainRow("train", "contains", ["What is the capital of France? Answer briefly."])]
+    assert _both(rows, _index("Capital of France?"), threshold=0.0) == []
+    fraction = _both(rows, _index("Capital of France?", score="ngram_fraction"), threshold=0.5)
+    assert [(m.train_id, m.score) for m in fraction] == [("contains", 1.0)]
+
+
+def test_fields_are_scored_separately_and_averaged() -> None:
+    passage = " ".join(_forty_words())
+    question = "How many touchdowns did the home team score in the second half of the game?"
+    drop = EvalInstance("drop", "d1", f"{passage}\n{question}", (passage, question))
+    popqa = EvalInstance("popqa", "p1", "Paris\ncapital of\nFrance", ("Paris", "capital of", "France"))
+    index = EvalIndex.build([drop, popqa], 8)
+    passage_only = TrainRow("train", "passage", [passage])
+    both_turns = TrainRow("train", "both", [passage, question])  # each turn covers one field
+    one_turn = TrainRow("train", "one", [f"{passage} {question}"])
+    popqa_row = TrainRow("train", "popqa", ["Paris is the capital of France"])
+    rows = [passage_only, both_turns, one_turn, popqa_row]
+    assert [(m.train_id, m.score) for m in _both(rows, index, threshold=0.49)] == [
+        ("passage", 0.5), ("both", 0.5), ("one", 1.0)
+    ]
+    assert _ids(_both(rows, index, threshold=0.5)) == ["one"]  # a row's best turn, not the union of turns
+
+
+def test_word_array_equals_words() -> None:
+    rng = random.Random(5)
+    alphabet = [chr(c) for c in range(128)] + list("éßÄ中ΣⅫ\u00ad\u200b\u3000ﬁ")
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(2000)]
+    texts += ["", "   ", "a\x01b", PROMPT, "中文 mixed テキスト"]
+    word_arr, text_start = word_array(texts)
+    flat = word_arr.to_pylist()
+    assert flat == [w for text in texts for w in [*words(text), SEPARATOR]]
+    assert [flat[text_start[i] : text_start[i + 1] - 1] for i in range(len(texts))] == [words(t) for t in texts]
+    assert word_array([])[0].to_pylist() == [] and word_array([])[1].tolist() == [0]
+    index = _index(PROMPT)
+    assert _both([TrainRow("train", "no-turns", []), TrainRow("train", "none", [])], index, threshold=0.0) == []

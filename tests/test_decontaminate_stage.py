@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from tests.conftest import run_tulu
+from tulu_cli.curate.eval_suite import eval_set_specs, load_eval_set
 from tulu_cli.data.sources import load_source
 from tulu_cli.entry import StageError
 from tulu_cli.stages.decontaminate import main
@@ -74,9 +76,13 @@ def test_exact_mode_and_settings(tmp_path, files):
     a, b, e, f = files
     report, _ = run(tmp_path, train=[a, b], evals=[e, f], mode="exact")
     assert {c["train_id"] for c in report["contaminated"]} == {"a-copy", "b-second-turn"}
-    report, _ = run(tmp_path, train=[b], evals=[f], threshold=1.0)
+    report, _ = run(tmp_path, train=[b], evals=[f], threshold=1.0, score="ngram_fraction")
     assert {c["train_id"] for c in report["contaminated"]} == {"b-second-turn"}
-    assert report["settings"] == {"ngram": 8, "threshold": 1.0, "mode": "ngram"}
+    assert report["settings"] == {"ngram": 8, "threshold": 1.0, "mode": "ngram", "score": "ngram_fraction"}
+    with pytest.raises(StageError, match="above it"):  # nothing scores above 1 words in 1
+        run(tmp_path, train=[b], evals=[f], threshold=1.0)
+    with pytest.raises(StageError, match="score must be one of"):
+        run(tmp_path, train=[b], evals=[f], score="overlap")
 
 
 def test_remove_writes_curated_datasets(tmp_path, files):
@@ -106,6 +112,17 @@ def test_eval_sets_from_config_with_fields_and_preference_rows(tmp_path):
     assert [(c["eval_file"], c["eval_id"], c["train_id"]) for c in report["contaminated"]] == [("drop", "q1", "p1")]
     with pytest.raises(StageError, match="no prompt text"):
         run(tmp_path, train=[prefs], eval_sets={"drop": {"path": evals, "fields": ["nothing"]}})
+    # a row missing one of the fields is no instance (it is counted); each field is scored on its own
+    write_jsonl(tmp_path / "drop.jsonl", [{"qid": "q1", "passage": "The river flooded the valley in the spring",
+                                           "question": "of 1902 and which town was hit hardest"},
+                                          {"qid": "q2", "passage": "A passage without its question at all"}])
+    only_passage = write_jsonl(tmp_path / "passage.jsonl", [{"id": "p2", "prompt": "The river flooded the valley "
+                                                                                    "in the spring, said the news"}])
+    report, _ = run(tmp_path, train=[only_passage], eval_sets=sets, threshold=0.49)
+    assert report["evals"][0]["instances"] == 1 and report["evals"][0]["rows_without_text"] == 1
+    assert [(c["eval_id"], c["score"]) for c in report["contaminated"]] == [("q1", 0.5)]
+    report, _ = run(tmp_path, train=[only_passage], eval_sets=sets, threshold=0.5)
+    assert report["contaminated"] == []
 
 
 def test_unreadable_inputs_fail_with_their_name(tmp_path, files):
@@ -128,3 +145,51 @@ def test_cli_end_to_end(tmp_path, files):
     report = json.loads((out / "report.json").read_text())
     assert len(report["contaminated"]) == 4 and len(report["summary"]) == 4
     assert "tulu decontaminate" in proc.stdout and (out / "decontaminated" / "B" / "manifest.json").exists()
+
+
+# (dataset, config, split, fields) of every eval set the Tulu 3 release checked its training data against;
+# a None config there meant "every config of the dataset".
+RELEASE_EVAL_SETS = {
+    ("cais/mmlu", "all", "test", ("question",)),
+    ("openai/openai_humaneval", None, "test", ("prompt",)),
+    ("openai/gsm8k", "main", "test", ("question",)),
+    ("ucinlp/drop", None, "validation", ("passage", "question")),
+    ("EleutherAI/hendrycks_math", "*", "test", ("problem",)),
+    ("google/IFEval", None, "train", ("prompt",)),
+    ("akariasai/PopQA", None, "test", ("subj", "prop", "obj")),
+    ("tatsu-lab/alpaca_eval", "alpaca_eval", "eval", ("instruction",)),
+    ("lukaemon/bbh", "*", "test", ("input",)),
+    ("truthfulqa/truthful_qa", "generation", "validation", ("question",)),
+    ("allenai/wildguardmix", "wildguardtest", "test", ("prompt",)),
+    ("allenai/wildjailbreak", "eval", "train", ("adversarial",)),
+    ("allenai/tulu-3-trustllm-jailbreaktrigger-eval", None, "test", ("prompt",)),
+    ("allenai/tulu-3-harmbench-eval", None, "test", ("Behavior",)),
+    ("allenai/tulu-3-do-anything-now-eval", None, "test", ("prompt",)),
+    ("TIGER-Lab/MMLU-Pro", None, "test", ("question",)),
+    ("Idavidrein/gpqa", "gpqa_extended", "train", ("Question",)),
+    ("lighteval/agi_eval_en", "*", "train", ("passage", "question")),
+    ("bigcode/bigcodebench", None, "v0.1.2", ("instruct_prompt",)),
+    ("deepmind/math_dataset", "*", "test", ("question",)),
+}
+
+
+def test_release_suite_lists_every_eval_set_with_its_fields(tmp_path):
+    out = tmp_path / "dry"
+    run_tulu("decontaminate", "conf=tulu3_sft", f"output_dir={out}", "--dry-run")
+    config = OmegaConf.to_container(OmegaConf.load(out / "config.yaml"))
+    specs = eval_set_specs([], config["eval_sets"])
+    listed = {(s.path, "*" if s.configs else s.config, s.split, tuple(s.fields)) for s in specs}
+    assert listed == RELEASE_EVAL_SETS
+    assert config["score"] == "token_coverage" and config["threshold"] == 0.5 and config["ngram"] == 8
+    by_path = {s.path: s for s in specs}
+    assert len(by_path["lukaemon/bbh"].configs) == 27 and len(by_path["EleutherAI/hendrycks_math"].configs) == 7
+    assert len(by_path["deepmind/math_dataset"].configs) == 56 and by_path["deepmind/math_dataset"].max_rows == 50
+
+
+def test_eval_set_over_several_configs_with_a_row_limit(tmp_path):
+    evals = write_jsonl(tmp_path / "e.jsonl", [{"id": f"q{i}", "question": EVAL_F + f" {i}"} for i in range(5)])
+    spec = eval_set_specs([], {"dm": {"path": evals, "configs": ["a", "b"], "max_rows": 2}})[0]
+    eval_set = load_eval_set(spec)  # a local file ignores the config: each config reads the same rows
+    assert [i.id for i in eval_set.instances] == ["a/q0", "a/q1", "b/q0", "b/q1"] and eval_set.rows_read == 4
+    with pytest.raises(ValueError, match="at most one of config/configs"):
+        eval_set_specs([], {"dm": {"path": evals, "config": "a", "configs": ["b"]}})

@@ -7,16 +7,17 @@ Run with `make bench` or `pytest tests/benchmarks/bench_decontam.py -m bench -s`
 - TULU_BENCH_ORACLE_ROWS  leading rows also checked by the independent matchers (default 100,000)
 - TULU_BENCH_WORKERS      worker processes for the full run (default 2)
 
-Planted contaminations (copies, copies with changed case and punctuation, prompts embedded in a
-longer turn or in a second turn, prompts with two words replaced) must all be found at threshold
-0.5; planted near misses (the first quarter of a prompt kept, the rest rewritten) must not be.
+Scores are the default `token_coverage` (the Tulu 3 release's definition). Planted contaminations
+(copies, copies with changed case and punctuation, prompts embedded in a longer turn or in a second
+turn, prompts with two words replaced) must all be found above threshold 0.5; planted near misses
+(the first quarter of a prompt kept, the rest rewritten) must not be.
 
 Independent checks, on the first TULU_BENCH_ORACLE_ROWS rows:
 - `brute_force_contamination` (Python tuples and sets) at threshold 0.5: identical matches, scores
   included;
 - datatrove's `NGramsDecontFilter` (its own xxhash64 n-gram hashing and lookup) when datatrove is
   installed. datatrove removes a document when any one of its n-grams occurs in the evaluation data,
-  so it is compared with our matcher at the smallest positive threshold: the same rows must be flagged.
+  so it is compared with our matcher at threshold 0 (any covered word): the same rows must be flagged.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from tulu_cli.decontam import (
 SEED = 1234
 N = 8
 THRESHOLD = 0.5
-ANY_OVERLAP = 1e-9
+ANY_OVERLAP = 0.0
 EVAL_SETS = ("gsm8k", "mmlu", "math", "ifeval", "truthfulqa")
 
 
@@ -111,7 +112,7 @@ def _plant(synth: _Synth, rows: list[TrainRow], evals: list[EvalInstance], head:
             texts = [f"{filler[2 * j]} {inst.text} {filler[2 * j + 1]}"]
         elif kind == 3:  # second turn of a conversation
             texts = [filler[2 * j], f"Now this one: {inst.text}"]
-        elif kind == 4:  # two words replaced: at most 2 * N of the >= 23 n-grams lost, score >= 0.3
+        elif kind == 4:  # two words replaced: at most those two words uncovered
             edited = list(ws)
             for p in rng.choice(len(ws), size=2, replace=False).tolist():
                 edited[p] = "zzq" + edited[p]
@@ -126,7 +127,7 @@ def _plant(synth: _Synth, rows: list[TrainRow], evals: list[EvalInstance], head:
             near_miss.add(row.id)
         elif kind == 4:
             # whether a two-word edit stays above the threshold depends on where the words fell
-            if _score(row.texts, inst.text) >= THRESHOLD:
+            if _score(row.texts, inst.text) > THRESHOLD:
                 expected.add(row.id)
             else:
                 near_miss.add(row.id)
@@ -136,14 +137,19 @@ def _plant(synth: _Synth, rows: list[TrainRow], evals: list[EvalInstance], head:
 
 
 def _score(train_texts: list[str], eval_text: str) -> float:
+    """Best turn's fraction of the eval words covered by its shared n-grams (token_coverage)."""
     ev = words(eval_text)
-    grams = [tuple(ev[i : i + N]) for i in range(len(ev) - N + 1)]
-    have = {tuple(ws[i : i + N]) for t in train_texts for ws in [words(t)] for i in range(len(ws) - N + 1)}
-    return sum(g in have for g in grams) / len(grams)
+    best = 0.0
+    for text in train_texts:
+        ws = words(text)
+        have = {tuple(ws[i : i + N]) for i in range(len(ws) - N + 1)}
+        covered = {j for i in range(len(ev) - N + 1) if tuple(ev[i : i + N]) in have for j in range(i, i + N)}
+        best = max(best, len(covered) / len(ev))
+    return best
 
 
 def _datatrove_flagged(rows: list[TrainRow], evals: list[EvalInstance]) -> tuple[set[str], float] | None:
-    """Rows datatrove's n-gram filter removes (any shared n-gram), and the seconds it took."""
+    """Rows datatrove's n-gram filter removes (any shared n-gram), and the CPU seconds it took."""
     try:
         from datatrove.data import Document
         from datatrove.pipeline.decont.n_grams import NGramsDecontConfig, NGramsDecontFilter
@@ -185,13 +191,13 @@ def _datatrove_flagged(rows: list[TrainRow], evals: list[EvalInstance]) -> tuple
         filt = NGramsDecontFilter(index_folder=folder, config=config, language=SpaceTokenizer())
         filt.hash_func = hash_func
         filt.load_index_hashes()
-        start = time.perf_counter()
+        start = time.process_time()
         flagged = {
             row.id
             for row in rows
             if any(filt.filter(Document(text=normalize(t), id=row.id)) is not True for t in row.texts)
         }
-        seconds = time.perf_counter() - start
+        seconds = time.process_time() - start
     return flagged, seconds
 
 
@@ -199,6 +205,13 @@ def _timed(fn, *args, **kwargs):
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - start
+
+
+def _cpu_timed(fn, *args, **kwargs):
+    """Result and CPU seconds of this process: single-process comparisons stay fair on a shared machine."""
+    start = time.process_time()
+    result = fn(*args, **kwargs)
+    return result, time.process_time() - start
 
 
 @pytest.mark.bench
@@ -245,12 +258,12 @@ def test_bench_decontam() -> None:
 
     # same rows, one process each: ours against the brute-force reference
     head = rows[:n_oracle]
-    ours, ours_s = _timed(find_contamination, head, index, threshold=THRESHOLD, workers=1)
-    ref, ref_s = _timed(brute_force_contamination, head, index, threshold=THRESHOLD)
+    ours, ours_s = _cpu_timed(find_contamination, head, index, threshold=THRESHOLD, workers=1)
+    ref, ref_s = _cpu_timed(brute_force_contamination, head, index, threshold=THRESHOLD)
     assert ours == ref
     assert {m.train_id for m in ours} == {m.train_id for m in full if int(m.train_id[1:]) < n_oracle}
     print(
-        f"[decontam bench] first {n_oracle:,} rows, 1 process, threshold {THRESHOLD}: "
+        f"[decontam bench] first {n_oracle:,} rows, 1 process, threshold {THRESHOLD}, CPU time: "
         f"ours {n_oracle / ours_s:,.0f} rows/s, brute force {n_oracle / ref_s:,.0f} rows/s, "
         f"ratio {ref_s / ours_s:.1f}x; {len(ours)} identical matches"
     )
@@ -260,11 +273,11 @@ def test_bench_decontam() -> None:
         print("[decontam bench] datatrove not installed: datatrove comparison skipped")
         return
     dt_flagged, dt_s = dt
-    any_ours, any_s = _timed(find_contamination, head, index, threshold=ANY_OVERLAP, workers=1)
+    any_ours, any_s = _cpu_timed(find_contamination, head, index, threshold=ANY_OVERLAP, workers=1)
     any_ids = {m.train_id for m in any_ours}
     assert any_ids == dt_flagged, (sorted(any_ids - dt_flagged)[:10], sorted(dt_flagged - any_ids)[:10])
     print(
-        f"[decontam bench] first {n_oracle:,} rows, 1 process, any shared {N}-gram: "
+        f"[decontam bench] first {n_oracle:,} rows, 1 process, any shared {N}-gram, CPU time: "
         f"ours {n_oracle / any_s:,.0f} rows/s, datatrove {n_oracle / dt_s:,.0f} rows/s, "
         f"ratio {dt_s / any_s:.1f}x; {len(any_ids)} identical rows flagged"
     )

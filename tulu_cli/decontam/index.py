@@ -1,8 +1,18 @@
 """The evaluation-side n-gram index.
 
-Each evaluation instance is normalised (see `normalize.py`) and cut into word n-grams; an instance
-with fewer than `n` words (but at least one) is one "n-gram" made of its whole text, of its own
-length. Every distinct word of the evaluation side gets an integer id (`vocab`); an n-gram is then
+Each evaluation instance is normalised (see `normalize.py`) and cut into word n-grams. How depends on
+the score the index serves (`SCORES`, defined in `match.py`):
+
+- `token_coverage` (the Tulu 3 release's definition): each field of an instance (e.g. DROP's passage
+  and its question) is a separate unit; a unit with fewer than `n` words has no n-grams and never
+  matches. Every window of a unit is one occurrence, numbered globally so that the occurrences of one
+  unit are consecutive and in text order; postings point at occurrences, which is what lets the
+  matcher count the *words* a training turn covers.
+- `ngram_fraction`: the fields are joined into one text; an instance with fewer than `n` words (but
+  at least one) is one "n-gram" made of its whole text, of its own length. Postings point at
+  instances, with the number of times the n-gram occurs there.
+
+Every distinct word of the evaluation side gets an integer id (`vocab`); an n-gram is then
 a row of ids. A training word missing from `vocab` cannot be part of any evaluation n-gram, which is
 what lets the training side drop most windows without hashing them.
 
@@ -24,7 +34,18 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tulu_cli.decontam.normalize import normalize
 
-__all__ = ["EvalIndex", "EvalInstance", "GramTable", "hash_windows", "iter_window_hashes", "token_hashes"]
+__all__ = [
+    "SCORES",
+    "EvalIndex",
+    "EvalInstance",
+    "GramTable",
+    "hash_windows",
+    "iter_window_hashes",
+    "token_hashes",
+]
+
+# Score definitions (see `match.py`); the first is the default.
+SCORES = ("token_coverage", "ngram_fraction")
 
 # Multiplier of the polynomial that combines token hashes into an n-gram hash (odd, 64-bit).
 _POLY = np.uint64(0x9E3779B97F4A7C15)
@@ -34,11 +55,20 @@ HASH_MASK = 0xFFFF_FFFF_FFFF_FFFF
 
 @dataclass(frozen=True)
 class EvalInstance:
-    """One evaluation prompt: `set_name` names the eval file or task, `id` the instance within it."""
+    """One evaluation prompt: `set_name` names the eval file or task, `id` the instance within it.
+
+    `fields` holds the texts of the matched fields separately when there are several (scored one by
+    one and averaged under `token_coverage`); `text` is them joined by newlines.
+    """
 
     set_name: str
     id: str
     text: str
+    fields: tuple[str, ...] = ()
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return self.fields or (self.text,)
 
 
 @dataclass
@@ -49,8 +79,8 @@ class GramTable:
     hashes: np.ndarray  # uint64 [G], sorted; equal hashes are adjacent
     grams: np.ndarray  # int32 [G, k], word ids of each n-gram
     post_start: np.ndarray  # int64 [G + 1]; postings of gram g are post_start[g]:post_start[g + 1]
-    post_inst: np.ndarray  # int32 [P], instance index
-    post_count: np.ndarray  # int32 [P], occurrences of the n-gram in that instance
+    post_inst: np.ndarray  # int32 [P], instance index (token_coverage: occurrence index)
+    post_count: np.ndarray  # int32 [P], occurrences of the n-gram in that instance (token_coverage: 1)
     bits: np.ndarray  # uint8 bitmap over the low hash bits: a clear bit means "no n-gram has this hash"
     bits_mask: int  # low-bit mask selecting a bit of `bits`
 
@@ -118,6 +148,13 @@ class EvalIndex:
     tables: dict[int, GramTable]  # keyed by n-gram length: `n`, plus the lengths of short instances
     total: np.ndarray  # int64 [E], number of n-gram occurrences of each instance (0: never matches)
     exact: dict[str, int] = field(default_factory=dict)  # normalised prompt -> first instance index
+    score: str = SCORES[0]
+    # token_coverage only: the unit (instance field) of each occurrence, each unit's length in words
+    # and instance, and each instance's number of fields
+    occ_unit: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    unit_len: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    unit_inst: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    inst_fields: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     @property
     def vocab_array(self) -> pa.Array:
@@ -129,10 +166,14 @@ class EvalIndex:
     _vocab_array: pa.Array | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def build(cls, instances: list[EvalInstance], n: int = 8) -> EvalIndex:
+    def build(cls, instances: list[EvalInstance], n: int = 8, score: str = SCORES[0]) -> EvalIndex:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         instances = list(instances)
+        if score == "token_coverage":
+            return cls._build_coverage(instances, n)
         vocab: dict[str, int] = {}
         exact: dict[str, int] = {}
         flat: list[int] = []  # word ids of all instances, each followed by -1
@@ -179,6 +220,58 @@ class EvalIndex:
             tables=dict(sorted(tables.items())),
             total=total,
             exact=exact,
+            score="ngram_fraction",
+        )
+
+    @classmethod
+    def _build_coverage(cls, instances: list[EvalInstance], n: int) -> EvalIndex:
+        vocab: dict[str, int] = {}
+        exact: dict[str, int] = {}
+        flat: list[int] = []  # word ids of all units, each followed by -1
+        unit_inst: list[int] = []
+        unit_start: list[int] = []
+        unit_len: list[int] = []
+        inst_fields = np.zeros(len(instances), dtype=np.int64)
+        for inst_idx, inst in enumerate(instances):
+            text = normalize(inst.text)
+            if text:
+                exact.setdefault(text, inst_idx)
+            inst_fields[inst_idx] = len(inst.parts)
+            for part in inst.parts:
+                ids = [vocab.setdefault(word, len(vocab)) for word in normalize(part).split()]
+                unit_inst.append(inst_idx)
+                unit_start.append(len(flat))
+                unit_len.append(len(ids))
+                flat += ids
+                flat.append(-1)
+        ids_arr = np.array(flat, dtype=np.int32)
+        token_hash = token_hashes(list(vocab))
+        lengths = np.array(unit_len, dtype=np.int64)
+        starts = np.array(unit_start, dtype=np.int64)
+        windows = np.maximum(lengths - n + 1, 0)
+        occ_unit = np.repeat(np.arange(lengths.shape[0], dtype=np.int32), windows)
+        tables: dict[int, GramTable] = {}
+        if occ_unit.size:
+            occ_first = np.cumsum(windows) - windows
+            pos = np.repeat(starts - occ_first, windows) + np.arange(occ_unit.shape[0], dtype=np.int64)
+            occurrences = np.arange(occ_unit.shape[0], dtype=np.int64)
+            tables[n] = _build_table(sliding_window_view(ids_arr, n)[pos], occurrences, occ_unit.shape[0],
+                                     token_hash)
+        total = np.zeros(len(instances), dtype=np.int64)
+        np.add.at(total, np.array(unit_inst, dtype=np.int64), windows)
+        return cls(
+            n=n,
+            instances=instances,
+            vocab=vocab,
+            token_hash=token_hash,
+            tables=tables,
+            total=total,
+            exact=exact,
+            score="token_coverage",
+            occ_unit=occ_unit,
+            unit_len=lengths,
+            unit_inst=np.array(unit_inst, dtype=np.int64),
+            inst_fields=inst_fields,
         )
 
 

@@ -20,13 +20,23 @@
 
 Accents are kept: "résumé" and "resume" are different words, since stripping diacritics conflates
 distinct words in many languages.
+
+`word_array(texts)` gives the same words for many texts at once as one Arrow array: ASCII texts (for
+which steps 1, 2 and 4 reduce to ASCII lowercasing) go through a byte translation table in one pass
+over the joined bytes, the others through `normalize` first.
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["normalize", "words"]
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["SEPARATOR", "normalize", "word_array", "words"]
+
+# Word placed after each text by `word_array`; a control character, so never a normalised word.
+SEPARATOR = "\x01"
 
 # Code point ranges whose characters each become a separate word.
 _CJK_RANGES: tuple[tuple[int, int], ...] = (
@@ -83,3 +93,55 @@ def words(text: str) -> list[str]:
 def normalize(text: str) -> str:
     """`text` normalised to space-separated words: `normalize(t) == " ".join(words(t))`."""
     return " ".join(_fold(text).split())
+
+
+def _ascii_table() -> bytes:
+    """Byte translation doing `normalize` on ASCII: lowercase, punctuation and controls to spaces.
+
+    Bytes >= 0x80 (parts of UTF-8 sequences) and the separator byte are left as they are.
+    """
+    table = bytearray(range(256))
+    for code in range(128):
+        char = chr(code)
+        if unicodedata.category(char)[0] == "P" or unicodedata.category(char) == "Cc":
+            table[code] = ord(" ")
+        else:
+            table[code] = ord(char.lower())
+    table[ord(SEPARATOR)] = ord(SEPARATOR)
+    return bytes(table)
+
+
+_ASCII_TABLE = _ascii_table()
+_SPACE = ord(" ")
+
+
+def word_array(texts: list[str]) -> tuple[pa.Array, np.ndarray]:
+    """The normalised words of all `texts`, each text followed by the word `SEPARATOR`.
+
+    Returns the words (an Arrow string array) and `text_start` (int64 [len(texts) + 1]): the words of
+    text t are `words[text_start[t]:text_start[t + 1] - 1]`, followed by the separator.
+    Equal to concatenating `words(t) + [SEPARATOR]` over the texts.
+    """
+    if not texts:
+        return pa.array([], type=pa.string()), np.zeros(1, dtype=np.int64)
+    parts = [text if text.isascii() else normalize(text) for text in texts]
+    glue = f" {SEPARATOR} "
+    joined_text = glue.join(parts) + glue
+    if joined_text.count(SEPARATOR) != len(parts):  # raw ASCII text held the separator: a control, a space
+        joined_text = glue.join(part.replace(SEPARATOR, " ") for part in parts) + glue
+    joined = joined_text.encode("utf-8").translate(_ASCII_TABLE)
+    data = np.frombuffer(joined, dtype=np.uint8)
+    is_char = data != _SPACE
+    edge = np.diff(is_char.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edge == 1)
+    lengths = np.flatnonzero(edge == -1) - starts
+    offsets = np.zeros(starts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    chars = data[is_char]
+    words_arr = pa.LargeStringArray.from_buffers(
+        starts.shape[0], pa.py_buffer(offsets), pa.py_buffer(chars)
+    ).cast(pa.string())
+    is_separator = (lengths == 1) & (data[starts] == ord(SEPARATOR))
+    text_start = np.zeros(len(texts) + 1, dtype=np.int64)
+    text_start[1:] = np.flatnonzero(is_separator) + 1
+    return words_arr, text_start

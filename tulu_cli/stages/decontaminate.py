@@ -24,6 +24,8 @@ from tulu_cli.curate.schemas import conversation
 from tulu_cli.data.sources import Loaded, SourceError, is_local, load_source, row_dict
 from tulu_cli.data.validate import RowError
 from tulu_cli.decontam import EvalIndex, Match, TrainRow, find_contamination, user_turns
+from tulu_cli.decontam.index import SCORES
+from tulu_cli.decontam.match import check_settings
 from tulu_cli.entry import StageError, entrypoint
 from tulu_cli.io import atomic_write_json
 
@@ -80,7 +82,7 @@ def load_train_inputs(cfg: dict) -> list[TrainInput]:
     return inputs
 
 
-def load_eval_sets(cfg: dict, n: int) -> list[tuple[EvalSet, EvalIndex]]:
+def load_eval_sets(cfg: dict, n: int, score: str = SCORES[0]) -> list[tuple[EvalSet, EvalIndex]]:
     try:
         specs = eval_set_specs(cfg.get("evals"), cfg.get("eval_sets"))
     except ValueError as exc:
@@ -96,7 +98,7 @@ def load_eval_sets(cfg: dict, n: int) -> list[tuple[EvalSet, EvalIndex]]:
         if not eval_set.instances:
             raise StageError(f"eval set {spec.name!r} ({spec.path}) has no prompt text "
                              f"(fields: {spec.fields or 'user turns / prompt / question'})")
-        loaded.append((eval_set, EvalIndex.build(eval_set.instances, n=n)))
+        loaded.append((eval_set, EvalIndex.build(eval_set.instances, n=n, score=score)))
     return loaded
 
 
@@ -130,7 +132,8 @@ def build_report(inputs: list[TrainInput], eval_sets: list[tuple[EvalSet, EvalIn
                             "rows_contaminated": len(matches),
                             "percent": round(100.0 * len(matches) / checked, 4) if checked else 0.0})
     return {
-        "settings": {"ngram": cfg["ngram"], "threshold": cfg["threshold"], "mode": cfg["mode"]},
+        "settings": {"ngram": cfg["ngram"], "threshold": cfg["threshold"], "mode": cfg["mode"],
+                     "score": cfg.get("score") or SCORES[0]},
         "train": [{"file": t.file, "rows": len(t.rows), "unparsable_lines": len(t.loaded.rejects),
                    "rows_without_user_turns": sum(1 for r in t.rows if not r.texts)} for t in inputs],
         "evals": [{"file": e.spec.name, "path": e.spec.path, "fields": e.spec.fields, "rows": e.rows_read,
@@ -185,13 +188,14 @@ def remove_contaminated(train: TrainInput, report: dict, out_root: Path, config:
 def main(cfg: DictConfig, run_dir: Path) -> None:
     disable_progress_bars()  # our own bars and table are the console output
     config: dict = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    if config.get("mode") not in ("ngram", "exact"):
-        raise StageError(f"mode must be ngram or exact, got {config.get('mode')!r}")
-    if not 0.0 < float(config.get("threshold", 0)) <= 1.0:
-        raise StageError(f"threshold must be in (0, 1], got {config.get('threshold')}")
+    score = config.get("score") or SCORES[0]
+    try:
+        check_settings(float(config.get("threshold", -1)), config.get("mode"), score)
+    except ValueError as exc:
+        raise StageError(str(exc)) from None
     if int(config.get("ngram", 0)) < 1:
         raise StageError(f"ngram must be >= 1, got {config.get('ngram')}")
-    eval_sets = load_eval_sets(config, int(config["ngram"]))
+    eval_sets = load_eval_sets(config, int(config["ngram"]), score)
     inputs = load_train_inputs(config)
     results = match_all(inputs, eval_sets, config)
     report = build_report(inputs, eval_sets, results, config)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from tulu_cli.curate.display import progress_bars
 from tulu_cli.decontam import TrainRow, find_contamination, user_turns
+from tulu_cli.decontam.index import SCORES
 from tulu_cli.errors import StageError
 from tulu_cli.stages.decontaminate import load_eval_sets
 
 
 def contaminated_rows(rows: list[dict], cfg: dict) -> dict[int, dict]:
     """Row index -> its best match `{eval_set, eval_id, score}` over the configured eval sets."""
-    unknown = set(cfg) - {"evals", "eval_sets", "ngram", "threshold", "mode", "workers"}
+    unknown = set(cfg) - {"evals", "eval_sets", "ngram", "threshold", "mode", "score", "workers"}
     if unknown:
         raise StageError(f"decontaminate: unknown keys {sorted(unknown)}")
     threshold, mode, ngram = (
@@ -23,7 +24,7 @@ def contaminated_rows(rows: list[dict], cfg: dict) -> dict[int, dict]:
     train = [TrainRow("synthetic", str(index), user_turns(row)) for index, row in enumerate(rows)]
     found: dict[int, dict] = {}
     with progress_bars() as new_bar:
-        for eval_set, index in load_eval_sets(cfg, ngram):
+        for eval_set, index in load_eval_sets(cfg, ngram, cfg.get("score") or SCORES[0]):
             advance = new_bar(f"decontaminate x {eval_set.spec.name}", len(train))
             try:
                 matches = find_contamination(
