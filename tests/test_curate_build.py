@@ -108,3 +108,17 @@ def test_hub_loader_on_a_local_dataset_folder(tmp_path, monkeypatch):
                                                 for i in range(3)))
     loaded = _load_hub(str(folder), "train", None, None)
     assert len(loaded.dataset) == 3 and loaded.dataset[0]["messages"][0]["content"] == "q0"
+
+
+def test_a_mix_selects_the_rows_the_reference_mixer_selects(tmp_path):
+    import datasets
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"id": f"r{i}", "messages": chat(f"prompt {i}")}) + "\n" for i in range(200)))
+    mix = {"kind": "sft", "shuffle": False, "sources": {"s": {"path": str(path), "rows": 25}}}
+    result = build_mix("m", mix, seed=42, progress=no_progress)
+    reference = datasets.load_dataset("json", data_files=str(path), split="train").shuffle(seed=42)
+    assert result.table.column("id").to_pylist() == reference.select(range(25))["id"]
+    # a bare 1 among numbers at most 1 is every row, as in the reference
+    whole = build_mix("w", {"kind": "sft", "shuffle": False, "sources": {str(path): 1}}, seed=42, progress=no_progress)
+    assert whole.table.column("id").to_pylist() == reference["id"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tulu_cli.curate.mixing import MixError, parse_sources, select
+from tulu_cli.curate.mixing import MixError, parse_sources, select, target_rows
 from tulu_cli.curate.schemas import content_key, normalize_row
 from tulu_cli.data.validate import RowError
 
@@ -73,18 +73,47 @@ def test_content_key_is_exact():
     assert content_key("sft", a) == content_key("sft", b) != content_key("sft", c)
 
 
-def test_float_is_fraction_int_is_count_and_upsampling_repeats():
-    assert len(select(10, 0.5, 1, "s")) == 5
-    assert len(select(10, 3, 1, "s")) == 3
-    assert len(select(10, 1, 1, "s")) == 1  # an int 1 is one row, not the whole source
-    up = select(4, 10, 1, "s")
-    assert len(up) == 10 and all(up.count(i) >= 2 for i in range(4))
-    assert select(100, 0.3, 1, "s") == select(100, 0.3, 1, "s") != select(100, 0.3, 2, "s")
-    assert select(100, 0.3, 1, "a") != select(100, 0.3, 1, "b")
+def _modes(sources):
+    return [(s.take, s.take_mode) for s in parse_sources(sources)]
+
+
+def test_bare_numbers_follow_the_reference_rule():
+    # no number above 1: all fractions, so an integer 1 means every row
+    assert _modes({"a": 1, "b": 0.5}) == [(1, "fraction"), (0.5, "fraction")]
+    # some number above 1: all row counts, so 1 is one row
+    assert _modes({"a": 1, "b": 100}) == [(1, "rows"), (100, "rows")]
+    assert _modes({"a": {"path": "x", "take": 3}}) == [(3, "rows")]
+    with pytest.raises(MixError, match=r"\['a'\] are not integers"):
+        parse_sources({"a": 1.0, "b": 100})  # the reference refuses to mix fractions and counts
+    with pytest.raises(MixError, match="not integers"):
+        parse_sources({"a": 2.5})
+
+
+def test_explicit_rows_and_fraction_cannot_be_misread():
+    sources = {"a": {"path": "x", "fraction": 1.0}, "b": {"path": "y", "rows": 1}, "c": {"path": "z", "rows": 240},
+               "d": 0.5}
+    assert _modes(sources) == [(1.0, "fraction"), (1, "rows"), (240, "rows"), (0.5, "fraction")]
+    assert target_rows(1, "rows", 50) == 1 and target_rows(1, "fraction", 50) == 50
+    for bad in ({"a": {"path": "x", "rows": 2.5}}, {"a": {"path": "x", "rows": 2, "fraction": 0.5}},
+                {"a": {"path": "x", "fraction": -1}}, {"a": {"path": "x", "take": True}}):
+        with pytest.raises(MixError):
+            parse_sources(bad)
+
+
+def test_selection_is_the_reference_seeded_shuffle_then_first_rows():
+    import datasets
+
+    shuffled = datasets.Dataset.from_dict({"i": list(range(1000))}).shuffle(seed=42)["i"]
+    assert select(1000, 30, 42) == shuffled[:30]  # the reference: shuffle(seed=42), then select(range(30))
+    assert select(1000, 1000, 42) == shuffled
+    assert select(100, 30, 1) != select(100, 30, 2)
+    up = select(4, 10, 1)  # beyond the reference (which cannot upsample): the permutation repeated
+    assert up[:4] == up[4:8] == select(4, 4, 1) and up[8:] == up[:2]
+    assert select(0, 5, 1) == [] and select(5, 0, 1) == []
 
 
 def test_sources_config_forms_and_errors():
-    specs = parse_sources({"org/data": 0.25, "local": {"path": "x.jsonl", "take": 10, "format": "alpaca"}})
+    specs = parse_sources({"org/data": 0.25, "local": {"path": "x.jsonl", "rows": 10, "format": "alpaca"}})
     assert [(s.path, s.take, s.take_mode) for s in specs] == [("org/data", 0.25, "fraction"), ("x.jsonl", 10, "rows")]
     for bad in ({"a": {"path": "x", "take": -1}}, {"a": {"path": "x", "take": True}},
                 {"a": {"path": "x", "format": "csv"}}, {"a": {"path": "x", "weight": 1}}, {}):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from tulu_cli.curate.mixing import SourceSpec, parse_sources, select
+from tulu_cli.curate.mixing import SourceSpec, parse_sources, select, target_rows
 from tulu_cli.curate.schemas import ARROW_SCHEMAS, KINDS, content_key, normalize_row
 from tulu_cli.data.sources import load_source, row_dict
 from tulu_cli.data.validate import RowError
@@ -117,7 +117,8 @@ def build_mix(name: str, mix: dict, seed: int, progress: ProgressFactory) -> Mix
             candidates.append({"id": row_id, "source": spec.name, **row, "_key": key, "_row": number})
         advance(len(loaded.dataset) - 1000 * max(0, (len(loaded.dataset) - 1) // 1000))
         stats.rows_available = len(candidates)
-        chosen = [candidates[i] for i in select(len(candidates), spec.take, seed, spec.name)]
+        target = target_rows(spec.take, spec.take_mode, len(candidates))
+        chosen = [candidates[i] for i in select(len(candidates), target, seed)]
         stats.rows_out = len(chosen)
         for row in chosen:
             seen.setdefault(row["_key"], (spec.name, row["_row"]))

@@ -1,18 +1,34 @@
-"""Data-mix semantics of the reference mixer: per source a float is a fraction, an int a row count.
+"""Data-mix semantics: how much of each source a mix takes, and which rows.
 
-A fraction above 1.0, or a count above the rows available, repeats the whole source as often as it
-fits and fills the rest with a seeded sample, as the reference mixer does when upsampling.
-Selection is seeded per source (by the mix seed and the source name), so adding a source to a mix
-does not change what is drawn from the others.
+How much. A source says it explicitly with `rows: N` (a row count) or `fraction: f` (a share of its
+rows), or with a bare number (`path: number`, or `take: number`) read by the reference mixer's rule
+(open-instruct's `get_datasets`, which the Tulu 3 recipe used): if any bare number of the mix is
+above 1, the bare numbers are row counts and must all be integers; otherwise they are fractions, so
+`1` (like `1.0`) means every row. Explicit forms take no part in that rule, so a mix may combine them.
+
+Which rows. As in the reference: the source's rows are shuffled with a seeded permutation (numpy's
+`default_rng(seed).permutation`, which is what `datasets.Dataset.shuffle(seed=...)` draws; the mix seed
+is 42 by default, the reference's fixed seed) and the first N are taken, in shuffled order. A mix built
+from the same sources therefore selects the same rows as the reference whenever no row of the source is
+rejected or de-duplicated (the permutation runs over the rows that remain). Each source is shuffled on
+its own, so adding a source does not change what is drawn from the others.
+
+Where the project deliberately differs: the reference mixer could not upsample (a count above the rows
+available fails there, and fractions above 1 are refused). Here a count above the rows available, or a
+fraction above 1, takes the whole permutation as often as it fits and then its first rows, e.g. to
+repeat a small source on purpose.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tulu_cli.curate.schemas import FORMATS
+
+TAKE_KEYS = ("take", "rows", "fraction")
 
 
 class MixError(ValueError):
@@ -21,11 +37,12 @@ class MixError(ValueError):
 
 @dataclass
 class SourceSpec:
-    """One source of a mix: where to read it and how much of it to take."""
+    """One source of a mix: where to read it and how much of it to take (`take_mode` rows or fraction)."""
 
     name: str
     path: str
     take: float | int
+    take_mode: str = "fraction"
     split: str = "train"
     config: str | None = None
     revision: str | None = None
@@ -33,58 +50,85 @@ class SourceSpec:
     max_rows: int | None = None
     extra: dict = field(default_factory=dict)
 
-    @property
-    def take_mode(self) -> str:
-        return "rows" if isinstance(self.take, int) else "fraction"
-
     def to_json(self) -> dict:
         return {"name": self.name, "path": self.path, "split": self.split, "config": self.config,
                 "revision": self.revision, "format": self.format, "max_rows": self.max_rows,
                 "take": self.take, "take_mode": self.take_mode}
 
 
-def _check_take(name: str, take: Any) -> float | int:
-    if isinstance(take, bool) or not isinstance(take, (int, float)):
-        raise MixError(f"source {name!r}: take must be a fraction (float) or a row count (int), got {take!r}")
-    if take < 0:
-        raise MixError(f"source {name!r}: take must not be negative, got {take}")
-    return take
+def _number(name: str, key: str, value: Any) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MixError(f"source {name!r}: {key} must be a number, got {value!r}")
+    if value < 0:
+        raise MixError(f"source {name!r}: {key} must not be negative, got {value}")
+    return value
+
+
+def bare_number_modes(values: dict[str, float | int]) -> dict[str, str]:
+    """The reference rule for bare numbers: each source's mode, `rows` or `fraction`."""
+    if not any(value > 1 for value in values.values()):
+        return dict.fromkeys(values, "fraction")
+    floats = sorted(name for name, value in values.items() if not isinstance(value, int))
+    if floats:
+        raise MixError(f"a bare number above 1 makes every bare number of the mix a row count, as in the reference "
+                       f"mixer, but {floats} are not integers: write `rows: N` or `fraction: f` to mix them")
+    return dict.fromkeys(values, "rows")
+
+
+def _take(name: str, value: dict) -> tuple[str | None, float | int]:
+    """(explicit mode or None for a bare number, the number) of one source mapping."""
+    given = [key for key in TAKE_KEYS if key in value]
+    if len(given) > 1:
+        raise MixError(f"source {name!r}: give one of take, rows, fraction (got {given})")
+    if not given:
+        return None, 1
+    key = given[0]
+    number = _number(name, key, value[key])
+    if key == "rows" and not isinstance(number, int):
+        raise MixError(f"source {name!r}: rows must be an integer, got {number!r}")
+    return (None if key == "take" else key), number
 
 
 def parse_sources(sources: dict[str, Any]) -> list[SourceSpec]:
-    """Mix sources from config: `name: {path, take, ...}`, or `path: take` as in the reference mixer."""
+    """Mix sources from config: `name: {path, rows | fraction | take, ...}`, or `path: number`."""
     if not sources:
         raise MixError("a mix needs at least one source")
-    specs = []
+    specs, bare = [], {}
     for name, value in sources.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = {"path": name, "take": value}
         if not isinstance(value, dict):
-            raise MixError(f"source {name!r}: expected a mapping with path and take, or a number")
+            raise MixError(f"source {name!r}: expected a mapping with path and rows/fraction/take, or a number")
         value = dict(value)
-        unknown = set(value) - {"path", "take", "split", "config", "revision", "format", "max_rows"}
+        unknown = set(value) - {"path", *TAKE_KEYS, "split", "config", "revision", "format", "max_rows"}
         if unknown:
             raise MixError(f"source {name!r}: unknown keys {sorted(unknown)}")
         fmt = value.get("format") or "auto"
         if fmt not in FORMATS:
             raise MixError(f"source {name!r}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+        mode, number = _take(str(name), value)
+        if mode is None:
+            bare[str(name)] = number
         specs.append(SourceSpec(
-            name=str(name), path=str(value.get("path") or name), take=_check_take(name, value.get("take", 1.0)),
+            name=str(name), path=str(value.get("path") or name), take=number, take_mode=mode or "fraction",
             split=value.get("split") or "train", config=value.get("config"), revision=value.get("revision"),
             format=fmt, max_rows=value.get("max_rows")))
+    modes = bare_number_modes(bare)
+    for spec in specs:
+        spec.take_mode = modes.get(spec.name, spec.take_mode)
     return specs
 
 
-def target_rows(take: float | int, available: int) -> int:
-    """How many rows a source contributes: int(fraction * available), or the row count."""
-    return take if isinstance(take, int) else int(take * available)
+def target_rows(take: float | int, take_mode: str, available: int) -> int:
+    """How many rows a source contributes: the row count, or int(fraction * available)."""
+    return int(take) if take_mode == "rows" else int(take * available)
 
 
-def select(available: int, take: float | int, seed: int, name: str) -> list[int]:
-    """Indices (ascending) of the rows drawn from a source of `available` rows; repeats when upsampling."""
-    target = target_rows(take, available)
-    if available == 0:
+def select(available: int, target: int, seed: int) -> list[int]:
+    """Indices of the `target` rows drawn from a source of `available` rows: a seeded permutation's first
+    rows, in that order (the whole permutation repeated first when `target` exceeds `available`)."""
+    if available == 0 or target <= 0:
         return []
-    rng = random.Random(f"{seed}:{name}")
+    permutation = np.random.default_rng(seed).permutation(available).tolist()
     repeats, extra = divmod(target, available)
-    return sorted(list(range(available)) * repeats + rng.sample(range(available), extra))
+    return permutation * repeats + permutation[:extra]

@@ -2,15 +2,15 @@
 dataset such as PersonaHub, one persona description per row in a configured field.
 
 A row without a non-empty string in that field is set aside (file, row, field, reason); an exact repeat of
-an earlier persona is set aside as a duplicate. `take` draws a seeded sample (an int is a count, a float a
-fraction, as in data mixes; at most all of them) in file order.
+an earlier persona is set aside as a duplicate. `take` draws a seeded sample (a number read as a data mix
+reads a bare number: above 1 an integer row count, otherwise a fraction; at most all of them) in file order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tulu_cli.curate.mixing import select
+from tulu_cli.curate.mixing import MixError, bare_number_modes, select, target_rows
 from tulu_cli.data.sources import SourceError, load_source, row_dict
 from tulu_cli.errors import StageError
 
@@ -81,7 +81,11 @@ def load_personas(cfg: dict, seed: int) -> tuple[list[Persona], list[dict]]:
     if take is not None:
         if isinstance(take, bool) or not isinstance(take, (int, float)) or take < 0:
             raise StageError(f"personas.take must be a row count (int) or a fraction (float), got {take!r}")
+        try:
+            mode = bare_number_modes({"personas": take})["personas"]
+        except MixError as exc:
+            raise StageError(f"personas.take: {exc}") from None
         # Never more than all: a persona repeated would only repeat its prompts.
-        take = min(take, len(personas)) if isinstance(take, int) else min(take, 1.0)
-        personas = [personas[i] for i in select(len(personas), take, seed, "personas")]
+        target = min(target_rows(take, mode, len(personas)), len(personas))
+        personas = [personas[i] for i in sorted(select(len(personas), target, seed))]
     return personas, rejects
