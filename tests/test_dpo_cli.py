@@ -45,13 +45,14 @@ def test_dry_run_shows_published_hyperparameters(tmp_path):
     assert config["train"]["epochs"] == 1 and config["train"]["effective_batch_size"] == 128
     assert config["train"]["max_seq_length"] == 2048 and config["model"]["gradient_checkpointing"] is True
     assert config["model"]["path"] == "allenai/Llama-3.1-Tulu-3-8B-SFT" and config["reference"]["mode"] == "cached"
+    assert config["loss_tokens"] == "all_turns"  # every assistant turn, as the reference encodes pairs
     for shown in ("type: dpo_norm", "beta: 5.0", "lr: 5.0e-07", "effective_batch_size: 128", "max_seq_length: 2048",
                   "warmup_ratio: 0.1", "tulu_cli.train.dpo"):
         assert shown in result.stdout
     tulu("dpo", "conf=llama70b", "--dry-run", f"output_dir={tmp_path / 'r70'}")
     config70 = yaml.safe_load((tmp_path / "r70" / "config.yaml").read_text())
     assert config70["optim"]["lr"] == 2e-7 and config70["loss"]["type"] == "dpo_norm"
-    assert config70["model"]["path"] == "allenai/Llama-3.1-Tulu-3-70B-SFT"
+    assert config70["model"]["path"] == "allenai/Llama-3.1-Tulu-3-70B-SFT" and config70["loss_tokens"] == "all_turns"
 
 
 def test_short_run_logs_rewards_and_evaluates(start_model, tmp_path):
@@ -77,6 +78,9 @@ def test_missing_start_model_is_a_clear_error(tmp_path):
     result = run_tulu("dpo", "conf=tiny", f"output_dir={tmp_path}", check=False, timeout=120)
     assert result.returncode != 0 and "model.path is not set" in result.stdout + result.stderr
     assert not (tmp_path / "metrics.jsonl").exists()
+    result = run_tulu("dpo", "conf=tiny", f"output_dir={tmp_path}", "model.path=some/model", "loss_tokens=final",
+                      check=False, timeout=120)
+    assert result.returncode != 0 and "loss_tokens must be one of all_turns, last_turn" in result.stdout + result.stderr
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tulu_cli.data.chat import IGNORE_INDEX, render
+from tulu_cli.data.chat import IGNORE_INDEX, render, tokenize_conversation
 from tulu_cli.data.preference_data import encode_preference_example, prepare_preferences
 
 
@@ -26,9 +26,9 @@ def labelled_text(tokenizer, ids, labels) -> str:
     return tokenizer.decode([token for token, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX])
 
 
-def test_both_sides_rendered_with_the_template_and_only_the_final_response_labelled(tokenizer):
+def test_both_sides_rendered_with_the_template_and_last_turn_labels_only_the_final_response(tokenizer):
     row = {"chosen": conversation("2 + 3 = 5.", turns=2), "rejected": conversation("2 + 3 = 6.", turns=2)}
-    encoded = encode_preference_example(row, tokenizer, 256)
+    encoded = encode_preference_example(row, tokenizer, 256, loss_tokens="last_turn")
     assert encoded["error_reason"] == ""
     for side, answer in (("chosen", "2 + 3 = 5."), ("rejected", "2 + 3 = 6.")):
         ids, labels = encoded[f"{side}_input_ids"], encoded[f"{side}_labels"]
@@ -97,3 +97,42 @@ def test_curate_style_parquet_directory(tokenizer, tmp_path):
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "out" / "part-0.parquet"))
     pairs, report = prepare_preferences(str(tmp_path / "out"), {"max_rows": 2}, 128, tokenizer, None)
     assert (report.rows_read, report.rows_kept, len(pairs)) == (2, 2, 2)
+
+
+THREE_TURNS = {"chosen": conversation("2 + 3 = 5.", turns=3), "rejected": conversation("2 + 3 = 6.", turns=3)}
+
+
+def test_all_turns_labels_every_assistant_turn_as_the_sft_encoder_does(tokenizer):
+    encoded = encode_preference_example(THREE_TURNS, tokenizer, 256)  # the default: the reference's all_turns
+    assert encoded["error_reason"] == ""
+    eos = tokenizer.eos_token
+    for side, answer in (("chosen", "2 + 3 = 5."), ("rejected", "2 + 3 = 6.")):
+        ids, labels = encoded[f"{side}_input_ids"], encoded[f"{side}_labels"]
+        sft = tokenize_conversation(tokenizer, THREE_TURNS[side], 256)  # how the reference encodes each side
+        assert (ids, labels) == (sft.input_ids, sft.labels)
+        assert labelled_text(tokenizer, ids, labels) == f"Answer 0.{eos}Answer 1.{eos}{answer}{eos}"
+    last = encode_preference_example(THREE_TURNS, tokenizer, 256, loss_tokens="last_turn")
+    assert last["chosen_input_ids"] == encoded["chosen_input_ids"]
+    assert labelled_text(tokenizer, last["chosen_input_ids"], last["chosen_labels"]) == f"2 + 3 = 5.{eos}"
+    with pytest.raises(ValueError, match="loss_tokens"):
+        encode_preference_example(THREE_TURNS, tokenizer, 256, loss_tokens="final")
+
+
+def test_shared_turns_cancel_in_the_summed_loss_and_move_the_normalised_one(tokenizer, tiny_model_factory):
+    import torch
+
+    from tulu_cli.train.dpo_losses import preference_loss
+    from tulu_cli.train.pair_logprobs import forward_pairs
+
+    policy_model, reference_model = tiny_model_factory(seed=1).eval(), tiny_model_factory(seed=2).eval()
+    losses = {}
+    for loss_tokens in ("all_turns", "last_turn"):
+        pair = encode_preference_example(THREE_TURNS, tokenizer, 256, loss_tokens=loss_tokens)
+        with torch.no_grad():
+            policy, reference = (forward_pairs(model, [pair], tokenizer.pad_token_id, True, "cpu")
+                                 for model in (policy_model, reference_model))
+        assert policy.chosen_tokens.item() > (10 if loss_tokens == "all_turns" else 0)
+        losses[loss_tokens] = {kind: preference_loss(kind, policy, reference, beta=5.0).losses.item()
+                               for kind in ("dpo", "dpo_norm")}
+    assert losses["all_turns"]["dpo"] == pytest.approx(losses["last_turn"]["dpo"], abs=1e-4)
+    assert abs(losses["all_turns"]["dpo_norm"] - losses["last_turn"]["dpo_norm"]) > 1e-3

@@ -2,10 +2,17 @@
 
 Row schema (the Tulu 3 preference mixtures): `chosen` and `rejected` are message lists that share
 every message but the last (an assistant response); an optional `prompt` (a string or a message
-list) supplies the shared turns when `chosen`/`rejected` hold only the responses. Only the final
-assistant response carries labels. Each side is truncated to `max_length`; a pair with a side that
-has no response token left is set aside (reason `no_trainable_tokens`), a pair whose responses are
-identical carries no preference and is set aside too (`identical_responses`).
+list) supplies the shared turns when `chosen`/`rejected` hold only the responses.
+
+Which tokens carry labels (and so enter the log-probs of the loss), `loss_tokens`:
+- `all_turns` (the reference, open-instruct's Tulu 3 DPO): each side is encoded like an SFT
+  conversation, so every assistant turn is labelled, the shared earlier ones included. With a summed
+  loss (`dpo`) the shared turns cancel between the sides; with averaged log-probs (`dpo_norm`) they
+  change the averages.
+- `last_turn`: only the final assistant response, the turn in which the sides differ.
+Each side is truncated to `max_length`; a pair with a side that has no labelled token left is set
+aside (reason `no_trainable_tokens`), a pair whose responses are identical carries no preference and
+is set aside too (`identical_responses`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from tulu_cli.data.sources import row_dict
 from tulu_cli.data.validate import RowError, check_assistant_last, check_messages, check_same_prompt
 
 SIDES = ("chosen", "rejected")
+LOSS_TOKENS = ("all_turns", "last_turn")
 COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
 
 
@@ -49,14 +57,17 @@ def _prompt_messages(prompt: Any) -> list[dict]:
     return []
 
 
-def encode_preference_example(example: dict, tokenizer, max_length: int) -> dict:
+def encode_preference_example(example: dict, tokenizer, max_length: int, loss_tokens: str = "all_turns") -> dict:
     """Tokenised chosen/rejected sides, or the reason the pair cannot be used (`error_*` set)."""
+    if loss_tokens not in LOSS_TOKENS:
+        raise ValueError(f"loss_tokens must be one of {', '.join(LOSS_TOKENS)}, got {loss_tokens!r}")
     try:
         conversations = pair_conversations(row_dict(example))
         encoded = {}
         truncated = False
         for side, messages in zip(SIDES, conversations, strict=True):
-            tokens = tokenize_conversation(tokenizer, messages, max_length, last_turn_only=True)
+            tokens = tokenize_conversation(tokenizer, messages, max_length,
+                                           last_turn_only=loss_tokens == "last_turn")
             if all(label == IGNORE_INDEX for label in tokens.labels[1:]):
                 raise RowError(side, "no_trainable_tokens",
                                f"no response token left within max_seq_length={max_length}")
@@ -69,10 +80,10 @@ def encode_preference_example(example: dict, tokenizer, max_length: int) -> dict
 
 
 def prepare_preferences(source: str, data_cfg: Any, max_length: int, tokenizer,
-                        rejects_path: Path | None) -> tuple[list[dict], DataReport]:
+                        rejects_path: Path | None, loss_tokens: str = "all_turns") -> tuple[list[dict], DataReport]:
     """Encoded pairs of `source` as row dicts (COLUMNS) and the report; rejects go to `rejects_path`."""
-    dataset, report = encode_source(source, data_cfg, encode_preference_example,
-                                    {"tokenizer": tokenizer, "max_length": max_length}, COLUMNS, rejects_path)
+    fn_kwargs = {"tokenizer": tokenizer, "max_length": max_length, "loss_tokens": loss_tokens}
+    dataset, report = encode_source(source, data_cfg, encode_preference_example, fn_kwargs, COLUMNS, rejects_path)
     return dataset.to_list(), report
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tulu_cli.config import assets_dir
-from tulu_cli.data.preference_data import prepare_preferences, sequence_tokens
+from tulu_cli.data.preference_data import LOSS_TOKENS, prepare_preferences, sequence_tokens
 from tulu_cli.entry import StageError, entrypoint
 from tulu_cli.io import atomic_write_json
 from tulu_cli.modeling import load_tokenizer
@@ -102,20 +102,24 @@ def check_options(cfg: DictConfig) -> None:
         raise StageError(f"loss.type must be one of {', '.join(LOSS_TYPES)}, got {cfg.loss.type!r}")
     if cfg.reference.mode not in REFERENCE_MODES:
         raise StageError(f"reference.mode must be one of {', '.join(REFERENCE_MODES)}, got {cfg.reference.mode!r}")
+    if cfg.get("loss_tokens", "all_turns") not in LOSS_TOKENS:
+        raise StageError(f"loss_tokens must be one of {', '.join(LOSS_TOKENS)}, got {cfg.loss_tokens!r}")
 
 
 def load_pairs(cfg: DictConfig, tokenizer, run_dir: Path, main_process: bool) -> tuple[list[dict], list[dict]]:
     """Encoded training pairs and held-out pairs (empty without `data.eval`); rejects files in the run dir."""
     length = cfg.train.max_seq_length
+    loss_tokens = cfg.get("loss_tokens", "all_turns")
     pairs, report = prepare_preferences(cfg.data.train, cfg.data, length, tokenizer,
-                                        run_dir / "rejects.jsonl" if main_process else None)
+                                        run_dir / "rejects.jsonl" if main_process else None, loss_tokens)
     if main_process:
         print(f"data: {report.to_json()}", flush=True)
     require_rows(report)
     if not cfg.data.get("eval"):
         return pairs, []
     eval_pairs, eval_report = prepare_preferences(cfg.data.eval, cfg.data, length, tokenizer,
-                                                  run_dir / "rejects_eval.jsonl" if main_process else None)
+                                                  run_dir / "rejects_eval.jsonl" if main_process else None,
+                                                  loss_tokens)
     if main_process:
         print(f"eval data: {eval_report.to_json()}", flush=True)
     require_rows(eval_report)
