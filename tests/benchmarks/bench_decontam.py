@@ -12,7 +12,8 @@ Scores are the default `token_coverage` (the Tulu 3 release's definition). Plant
 turn, prompts with two words replaced) must all be found above threshold 0.5; planted near misses
 (the first quarter of a prompt kept, the rest rewritten) must not be.
 
-Independent checks, on the first TULU_BENCH_ORACLE_ROWS rows:
+Independent checks, on the first TULU_BENCH_ORACLE_ROWS rows, each matcher in one process, timed by
+CPU time (best of two runs):
 - `brute_force_contamination` (Python tuples and sets) at threshold 0.5: identical matches, scores
   included;
 - datatrove's `NGramsDecontFilter` (its own xxhash64 n-gram hashing and lookup) when datatrove is
@@ -207,11 +208,15 @@ def _timed(fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def _cpu_timed(fn, *args, **kwargs):
-    """Result and CPU seconds of this process: single-process comparisons stay fair on a shared machine."""
-    start = time.process_time()
-    result = fn(*args, **kwargs)
-    return result, time.process_time() - start
+def _cpu_timed(fn, *args, repeats: int = 2, **kwargs):
+    """Result and the fewest CPU seconds of this process over `repeats` runs (as timeit does): CPU time,
+    not wall time, and the best run, so that single-process comparisons stay fair on a shared machine."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        result = fn(*args, **kwargs)
+        best = min(best, time.process_time() - start)
+    return result, best
 
 
 @pytest.mark.bench

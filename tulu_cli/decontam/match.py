@@ -31,6 +31,7 @@ import multiprocessing as mp
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain, islice
 
 import numpy as np
 import pyarrow.compute as pc
@@ -96,10 +97,12 @@ def _chunk_word_ids(rows: list[TrainRow], index: EvalIndex) -> tuple[np.ndarray,
     Words outside the evaluation vocabulary get -1, and a -1 follows every turn, so no window of
     known words spans two turns or two rows. The vocabulary lookup runs in Arrow.
     """
-    turns = [text for row in rows for text in row.texts]
-    turn_row = np.repeat(np.arange(len(rows), dtype=np.int64), [len(row.texts) for row in rows])
+    texts = [row.texts for row in rows]
+    turns = list(chain.from_iterable(texts))
+    turn_row = np.repeat(np.arange(len(rows), dtype=np.int64), np.fromiter(map(len, texts), np.int64, len(rows)))
     word_arr, turn_start = word_array(turns)
-    found = pc.index_in(word_arr, value_set=index.vocab_array).fill_null(-1)
+    vocab = index.vocab_array if word_arr.type == index.vocab_array.type else index.vocab_array.cast(word_arr.type)
+    found = pc.index_in(word_arr, value_set=vocab).fill_null(-1)
     ids = found.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     return ids, turn_start, turn_row
 
@@ -226,13 +229,8 @@ def _match_chunk(rows: list[TrainRow], index: EvalIndex, threshold: float, mode:
 
 
 def _chunks(rows: Iterable[TrainRow], size: int) -> Iterator[list[TrainRow]]:
-    chunk: list[TrainRow] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
+    rows = iter(rows)
+    while chunk := list(islice(rows, size)):
         yield chunk
 
 

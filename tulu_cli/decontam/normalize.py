@@ -118,13 +118,13 @@ _SPACE = ord(" ")
 def word_array(texts: list[str]) -> tuple[pa.Array, np.ndarray]:
     """The normalised words of all `texts`, each text followed by the word `SEPARATOR`.
 
-    Returns the words (an Arrow string array) and `text_start` (int64 [len(texts) + 1]): the words of
+    Returns the words (an Arrow string array; large_string past 2 GiB of text) and `text_start` (int64 [len(texts) + 1]): the words of
     text t are `words[text_start[t]:text_start[t + 1] - 1]`, followed by the separator.
     Equal to concatenating `words(t) + [SEPARATOR]` over the texts.
     """
     if not texts:
         return pa.array([], type=pa.string()), np.zeros(1, dtype=np.int64)
-    parts = [text if text.isascii() else normalize(text) for text in texts]
+    parts = texts if all(map(str.isascii, texts)) else [t if t.isascii() else normalize(t) for t in texts]
     glue = f" {SEPARATOR} "
     joined_text = glue.join(parts) + glue
     if joined_text.count(SEPARATOR) != len(parts):  # raw ASCII text held the separator: a control, a space
@@ -135,12 +135,12 @@ def word_array(texts: list[str]) -> tuple[pa.Array, np.ndarray]:
     edge = np.diff(is_char.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
     starts = np.flatnonzero(edge == 1)
     lengths = np.flatnonzero(edge == -1) - starts
-    offsets = np.zeros(starts.shape[0] + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
     chars = data[is_char]
-    words_arr = pa.LargeStringArray.from_buffers(
-        starts.shape[0], pa.py_buffer(offsets), pa.py_buffer(chars)
-    ).cast(pa.string())
+    large = chars.shape[0] >= 2**31  # past int32 offsets
+    offsets = np.zeros(starts.shape[0] + 1, dtype=np.int64 if large else np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    array_type = pa.LargeStringArray if large else pa.StringArray
+    words_arr = array_type.from_buffers(starts.shape[0], pa.py_buffer(offsets), pa.py_buffer(chars))
     is_separator = (lengths == 1) & (data[starts] == ord(SEPARATOR))
     text_start = np.zeros(len(texts) + 1, dtype=np.int64)
     text_start[1:] = np.flatnonzero(is_separator) + 1
