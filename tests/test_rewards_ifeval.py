@@ -161,7 +161,6 @@ def test_list_and_python_literal_ground_truths():
         json.dumps(
             {"instruction_id_list": ["keywords:frequency"], "kwargs": [{"keyword": "a", "frequency": 2}]}
         ),
-        json.dumps({"instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": ["(unclosed"]}]}),
         json.dumps({"instruction_id_list": ["punctuation:no_comma"], "kwargs": []}),
         json.dumps([]),
         json.dumps(3),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tulu_cli.rewards import known_datasets, register, verify, verify_batch
+from tulu_cli.rewards import known_datasets, register, registry, verify, verify_batch
 from tulu_cli.rewards.registry import VerifyOptions
 
 
@@ -20,16 +20,32 @@ def test_unknown_dataset_lists_known_ones():
         verify("no_such_dataset", "x", "y")
 
 
-def test_custom_registration_reaches_verify_and_batch():
-    @register("Exact_Echo")
-    def exact(response: str, ground_truth: str, options: VerifyOptions) -> float:
-        return float(response.strip() == ground_truth) + (5.0 if options.loose else 0.0)
+# Registered at module level, so the worker processes of `verify_batch` import it as well.
+@register("Exact_Echo")
+def exact(response: str, ground_truth: str, options: VerifyOptions) -> float:
+    return float(response.strip() == ground_truth) + (5.0 if options.loose else 0.0)
 
+
+def test_custom_registration_reaches_verify_and_batch():
     assert verify("exact_echo", " yes ", "yes") == 1.0
     assert verify("EXACT_ECHO", "no", "yes") == 0.0
     assert verify("exact_echo", "no", "yes", loose=True) == 1.0  # clipped to [0, 1]
     rows = [{"dataset": "exact_echo", "ground_truth": "yes", "response": "yes"}]
     assert verify_batch(rows)[0].score == 1.0
+    assert verify_batch(rows, loose=True, workers=2)[0].score == 1.0
+
+
+def test_a_verifier_defined_inside_a_function_is_refused_with_a_message():
+    @register("inner_echo")
+    def inner(response: str, ground_truth: str, options: VerifyOptions) -> float:
+        return 1.0
+
+    try:
+        assert verify("inner_echo", "x", "y") == 1.0  # in this process it runs
+        result = verify_batch([{"dataset": "inner_echo", "ground_truth": "y", "response": "x"}])[0]
+        assert result.score == 0.0 and "module level" in result.error
+    finally:
+        registry._VERIFIERS.pop("inner_echo")
 
 
 ROWS = [

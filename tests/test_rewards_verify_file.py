@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 from typer.testing import CliRunner
 
 from tulu_cli.cli import app
+from tulu_cli.rewards import register, verify_file
+from tulu_cli.rewards.registry import VerifyOptions
 from tulu_cli.rewards.verify_file import default_output_path
+
+
+# At module level, so the worker processes import it too.
+@register("test_file_c_regex_hang")
+def c_regex_hang(response: str, ground_truth: str, options: VerifyOptions) -> float:
+    return float(re.match(r"(a|aa)+c", "a" * 60) is not None)
 
 LINES = [
     json.dumps({"dataset": "gsm8k", "ground_truth": "1234", "response": "That is 1,234 in total."}),
@@ -65,3 +74,31 @@ def test_default_output_path_and_loose(tmp_path):
 def test_missing_input_file_is_an_error(tmp_path):
     result = CliRunner().invoke(app, ["verify", str(tmp_path / "absent.jsonl")])
     assert result.exit_code != 0
+
+
+def test_a_hostile_file_gets_every_row_written_within_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(verify_file, "PROGRESS_EVERY_S", 0.0)
+    good = json.dumps({"dataset": "gsm8k", "ground_truth": "4", "response": "so 4"}).encode()
+    lines = [
+        b"\xef\xbb\xbf" + good,  # a byte order mark before the first row
+        json.dumps({"dataset": "test_file_c_regex_hang", "ground_truth": "x", "response": "y"}).encode(),
+        b'{"dataset": "gsm8k", "ground_truth": "4", "response": "caf\xe9 4"}',  # Latin-1, not UTF-8
+        b"[" * 100_000 + b"]" * 100_000,
+        json.dumps({"dataset": "ifeval", "ground_truth": "[" * 50_000 + "]" * 50_000, "response": "x"}).encode(),
+        json.dumps({"dataset": "math", "ground_truth": "2", "response": "\\boxed{" * 20_000}).encode(),
+        good,
+    ]
+    source = tmp_path / "hostile.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "scored.jsonl"
+    result = CliRunner().invoke(app, ["verify", str(source), "--out", str(out), "--timeout", "1", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["verified"] for row in rows] == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert [row.get("error", "")[:6] for row in rows] == ["", "row 2:", "row 3:", "row 4:", "row 5:", "", ""]
+    assert "timed out after 1s" in rows[1]["error"]
+    assert "UTF-8" in rows[2]["error"] and "nested too deeply" in rows[3]["error"]
+    assert "ground_truth" in rows[4]["error"]
+    assert re.search(r"7 rows in [\d.]+s \([\d,]+ rows/s\), 4 with errors, 1 timed out", result.output)
+    assert re.search(r"verify: \d+/7 rows", result.output)  # progress lines outside a terminal
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

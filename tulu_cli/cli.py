@@ -79,11 +79,15 @@ def verify(
     out: Annotated[Path | None, typer.Option("--out", help="Where to write the scored rows "
                                              "(default: INPUT.verified.jsonl).")] = None,
     loose: Annotated[bool, typer.Option("--loose", help="IFEval loose checking.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds one row may take; a row past it "
+                                           "scores 0 with an error.")] = 5.0,
+    workers: Annotated[int | None, typer.Option("--workers", help="Verifier processes "
+                                                "(default: the CPUs available, at most 8).")] = None,
 ) -> None:
     """Score responses with the verifiers (gsm8k, math, ifeval); writes each row back with `verified`."""
     from tulu_cli.rewards.verify_file import verify_command
 
-    raise typer.Exit(verify_command(input, out, loose))
+    raise typer.Exit(verify_command(input, out, loose, timeout, workers))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tulu_cli.rewards.language import detect_language
+from tulu_cli.rewards.spans import lazy_spans
 
 IfFunction = Callable[..., bool]
 
@@ -82,7 +83,8 @@ def verify_postscript(text: str, postscript_marker: str) -> bool:
 
 
 def validate_placeholders(text: str, N: int) -> bool:
-    return len(re.findall(r"\[(.*?)\]", text)) >= N
+    # The release's `re.findall(r"\[(.*?)\]", text)`, in linear time.
+    return sum(1 for _ in lazy_spans(text, "[", "]")) >= N
 
 
 def verify_bullet_points(text: str, N: int) -> bool:
@@ -90,7 +92,8 @@ def verify_bullet_points(text: str, N: int) -> bool:
 
 
 def validate_title(text: str) -> bool:
-    return bool(re.findall(r"<<(.*?)>>", text))
+    # The release's `re.findall(r"<<(.*?)>>", text)`, in linear time.
+    return next(lazy_spans(text, "<<", ">>"), None) is not None
 
 
 def _option_list(options: Any) -> list[str]:
@@ -98,7 +101,7 @@ def _option_list(options: Any) -> list[str]:
         # Options may arrive as the text of a Python/JSON list or tuple.
         try:
             parsed = ast.literal_eval(options)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             return [options]
         return [str(option) for option in parsed] if isinstance(parsed, list | tuple) else [options]
     return [str(option) for option in options]
@@ -121,7 +124,8 @@ def validate_sections(text: str, N: int, section_splitter: str) -> bool:
 def validate_json_format(text: str) -> bool:
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Nesting deeper than the parser's recursion limit counts as not JSON.
         return False
     return True
 

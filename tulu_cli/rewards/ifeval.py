@@ -25,6 +25,8 @@ def parse_ground_truth(ground_truth: str | dict | list) -> list[dict]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
+        except RecursionError:
+            raise ValueError("ground truth is nested too deeply") from None
         except ValueError:
             try:
                 value = ast.literal_eval(value)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from tulu_cli.rewards.spans import first_dollar_pair, unwrap_lazy_spans, widest_span
+
 INVALID_ANSWER = "[invalidanswer]"
 
 
@@ -38,14 +40,28 @@ def last_boxed_content(text: str) -> str | None:
     return None
 
 
-_MINERVA_FINAL = re.compile(r"Final Answer: The final answer is(.*?). I hope it is correct.")
+_MINERVA_OPENING = "Final Answer: The final answer is"
+_MINERVA_CLOSING = " I hope it is correct"
 
 
 def minerva_answer(text: str) -> str:
-    """The X of "Final Answer: The final answer is X. I hope it is correct.", or INVALID_ANSWER."""
+    """The X of "Final Answer: The final answer is X. I hope it is correct.", or INVALID_ANSWER.
+
+    The recipe's pattern is `Final Answer: The final answer is(.*?). I hope it is correct.` (its dots
+    match any character); this finds the same match in one pass.
+    """
     # Appending the closing sentence accepts a response cut right after the answer.
-    match = _MINERVA_FINAL.search(text + "I hope it is correct.")
-    return match.group(1).strip() if match else INVALID_ANSWER
+    for line in (text + "I hope it is correct.").split("\n"):
+        start = line.find(_MINERVA_OPENING)
+        if start < 0:
+            continue
+        begin = start + len(_MINERVA_OPENING)
+        # One character (the sentence's full stop) sits between the answer and the closing sentence,
+        # and one more must follow it. A later opening on this line could not match either.
+        end = line.find(_MINERVA_CLOSING, begin + 1)
+        if 0 <= end < len(line) - len(_MINERVA_CLOSING):
+            return line[begin : end - 1].strip()
+    return INVALID_ANSWER
 
 
 _MINERVA_SUBSTITUTIONS = (
@@ -69,17 +85,26 @@ _MINERVA_REMOVED = (
 )  # fmt: skip
 
 
+def _unboxed(line: str) -> str:
+    span = widest_span(line, "\\boxed{", "}")
+    if span is None:
+        return line
+    start, end = span
+    return line[:start] + line[start + len("\\boxed{") : end - 1] + line[end:]
+
+
 def minerva_normalize(answer: str) -> str:
     answer = answer.split("=")[-1]
     for before, after in _MINERVA_SUBSTITUTIONS:
         answer = answer.replace(before, after)
     for removed in _MINERVA_REMOVED:
         answer = answer.replace(removed, "")
-    answer = re.sub(r"(.*?)(\$)(.*?)(\$)(.*)", "$\\3$", answer)
-    answer = re.sub(r"(\\text\{)(.*?)(\})", "\\2", answer)
-    answer = re.sub(r"(\\textbf\{)(.*?)(\})", "\\2", answer)
-    answer = re.sub(r"(\\overline\{)(.*?)(\})", "\\2", answer)
-    answer = re.sub(r"(\\boxed\{)(.*)(\})", "\\2", answer)
+    # The recipe's regexes here (`(.*?)(\$)(.*?)(\$)(.*)`, `(\\text\{)(.*?)(\})`, ..., `(\\boxed\{)(.*)(\})`)
+    # are quadratic on a long line; the span helpers give the same results in linear time.
+    answer = "\n".join(first_dollar_pair(line) for line in answer.split("\n"))
+    for command in ("\\text{", "\\textbf{", "\\overline{"):
+        answer = unwrap_lazy_spans(answer, command, "}")
+    answer = "\n".join(_unboxed(line) for line in answer.split("\n"))
     # Shorthand TeX: \fracab -> \frac{a}{b}, \sqrta -> \sqrt{a}.
     answer = re.sub(r"(frac)([^{])(.)", "frac{\\2}{\\3}", answer)
     answer = re.sub(r"(sqrt)([^{])", "sqrt{\\2}", answer)

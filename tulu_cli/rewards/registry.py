@@ -1,30 +1,37 @@
 """One registry of verifiers keyed by a row's `dataset` value (case-insensitive).
 
 A verifier is a callable `(response, ground_truth, options) -> float` returning a score in [0, 1]; it
-raises `ValueError` on a malformed ground truth. New verifiers are added with `@register("name")`.
+raises `ValueError` on a malformed ground truth and `VerifyTimeout` when it gives up for lack of time.
+New verifiers are added with `@register("name")`. `verify_batch` scores in worker processes (see
+pool.py), which import the module of every registered verifier: define a verifier at module level of an
+importable module.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 DEFAULT_TIMEOUT_S = 5.0
+
+
+class VerifyTimeout(Exception):
+    """A verifier ran out of its wall-clock budget; the row scores 0 and counts as timed out."""
 
 
 @dataclass(frozen=True)
 class VerifyOptions:
     loose: bool = False
     prompt: str | None = None
-    # Wall-clock budget for the symbolic (sympy) work of one response.
+    # Wall-clock budget of the whole verification of one response.
     timeout_s: float = DEFAULT_TIMEOUT_S
 
 
 Verifier = Callable[[str, str, VerifyOptions], float]
 
 _VERIFIERS: dict[str, Verifier] = {}
+_BUILTIN_PREFIX = "tulu_cli.rewards."
 
 
 def register(name: str) -> Callable[[Verifier], Verifier]:
@@ -35,6 +42,35 @@ def register(name: str) -> Callable[[Verifier], Verifier]:
         return fn
 
     return decorator
+
+
+# (before, after) callbacks around one-time start-up work; a pool worker stops its row clock meanwhile.
+_warm_up_hooks: list[tuple[Callable[[], None], Callable[[], None]]] = []
+
+
+def add_warm_up_hooks(before: Callable[[], None], after: Callable[[], None]) -> None:
+    _warm_up_hooks.append((before, after))
+
+
+@contextmanager
+def warming_up() -> Iterator[None]:
+    """Wrap a verifier's one-time start-up (loading profiles, starting a child process), which is not
+    charged to the row that happens to trigger it."""
+    for before, _ in _warm_up_hooks:
+        before()
+    try:
+        yield
+    finally:
+        for _, after in _warm_up_hooks:
+            after()
+
+
+def plugin_modules() -> list[str]:
+    """Modules (other than the built-in ones) whose import registers the current verifiers."""
+    return sorted(
+        {fn.__module__ for fn in _VERIFIERS.values() if not fn.__module__.startswith(_BUILTIN_PREFIX)}
+        - {"__main__"}
+    )
 
 
 def _load_builtins() -> None:
@@ -68,13 +104,20 @@ def verify(
     prompt: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> float:
-    """Score one response. Raises KeyError for an unknown dataset, ValueError for a bad ground truth."""
+    """Score one response in this process (0 when a cooperative verifier runs out of time).
+
+    Raises KeyError for an unknown dataset, ValueError for a bad ground truth. Only `verify_batch`
+    enforces the time limit on every verifier.
+    """
     verifier = get_verifier(dataset)
     if not isinstance(response, str):
         raise ValueError(f"response must be a string, got {type(response).__name__}")
-    score = float(
-        verifier(response, ground_truth, VerifyOptions(loose=loose, prompt=prompt, timeout_s=timeout_s))
-    )
+    try:
+        score = float(
+            verifier(response, ground_truth, VerifyOptions(loose=loose, prompt=prompt, timeout_s=timeout_s))
+        )
+    except VerifyTimeout:
+        return 0.0
     return min(1.0, max(0.0, score))
 
 
@@ -82,6 +125,12 @@ def verify(
 class VerifyResult:
     score: float
     error: str | None = None
+    # The verifier ran past its time limit (scored 0, and `error` says so).
+    timed_out: bool = False
+
+
+def timed_out_result(timeout_s: float) -> VerifyResult:
+    return VerifyResult(0.0, f"timed out after {timeout_s:g}s", timed_out=True)
 
 
 def prompt_from_messages(messages: object) -> str | None:
@@ -98,8 +147,11 @@ def prompt_from_messages(messages: object) -> str | None:
     return None
 
 
-def verify_row(row: object, *, loose: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S) -> VerifyResult:
-    """Score one row; every problem with the row becomes `error` (naming the field) and score 0."""
+Task = list  # [dataset, response, ground_truth, prompt or None]: what a worker process scores
+
+
+def row_task(row: object) -> Task | VerifyResult:
+    """The strings a verifier needs from `row`, or the error (naming the field) that stops it."""
     if not isinstance(row, dict):
         return VerifyResult(0.0, f"row is a {type(row).__name__}, expected a JSON object")
     for field in ("dataset", "ground_truth", "response"):
@@ -111,33 +163,56 @@ def verify_row(row: object, *, loose: bool = False, timeout_s: float = DEFAULT_T
         verifier = get_verifier(row["dataset"])
     except KeyError as exc:
         return VerifyResult(0.0, f"field 'dataset': {exc.args[0]}")
-    options = VerifyOptions(
-        loose=loose, prompt=prompt_from_messages(row.get("messages")), timeout_s=timeout_s
-    )
+    if "<locals>" in verifier.__qualname__ or verifier.__module__ == "__main__":
+        return VerifyResult(
+            0.0,
+            f"field 'dataset': the verifier of {row['dataset']!r} cannot be loaded by a worker process: "
+            "define it at module level of an importable module",
+        )
+    return [row["dataset"], row["response"], row["ground_truth"], prompt_from_messages(row.get("messages"))]
+
+
+def score_task(task: Task, *, loose: bool, timeout_s: float) -> VerifyResult:
+    """Run the verifier of one task; every failure of the row becomes `error` with score 0."""
+    dataset, response, ground_truth, prompt = task
     try:
-        score = float(verifier(row["response"], row["ground_truth"], options))
+        verifier = get_verifier(dataset)
+    except KeyError as exc:
+        return VerifyResult(0.0, f"field 'dataset': {exc.args[0]}")
+    options = VerifyOptions(loose=loose, prompt=prompt, timeout_s=timeout_s)
+    try:
+        score = float(verifier(response, ground_truth, options))
+    except VerifyTimeout:
+        return timed_out_result(timeout_s)
     except (ValueError, TypeError, KeyError) as exc:
         return VerifyResult(0.0, f"field 'ground_truth': {exc}")
+    except RecursionError:
+        return VerifyResult(0.0, "the row is nested too deeply to verify")
+    except Exception as exc:  # one bad row must not stop a batch: report it on the row
+        return VerifyResult(0.0, f"verifier failed: {type(exc).__name__}: {exc}")
     return VerifyResult(min(1.0, max(0.0, score)), None)
 
 
-def _verify_chunk(args: tuple[list, bool, float]) -> list[VerifyResult]:
-    rows, loose, timeout_s = args
-    return [verify_row(row, loose=loose, timeout_s=timeout_s) for row in rows]
+def verify_row(row: object, *, loose: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S) -> VerifyResult:
+    """Score one row in this process; every problem with the row becomes `error` and score 0."""
+    task = row_task(row)
+    if isinstance(task, VerifyResult):
+        return task
+    return score_task(task, loose=loose, timeout_s=timeout_s)
 
 
 def verify_batch(
-    rows: list[dict],
+    rows: Iterable[object],
     *,
     loose: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
 ) -> list[VerifyResult]:
-    """Score `rows` in order; `workers` > 1 spreads contiguous chunks over that many processes."""
-    workers = max(1, min(workers or 1, len(rows), os.cpu_count() or 1))
-    if workers == 1:
-        return _verify_chunk((rows, loose, timeout_s))
-    size = -(-len(rows) // workers)
-    chunks = [(rows[i : i + size], loose, timeout_s) for i in range(0, len(rows), size)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return [result for chunk in pool.map(_verify_chunk, chunks) for result in chunk]
+    """Score `rows` in order in `workers` worker processes (default 1), each row within `timeout_s`.
+
+    A row whose verifier runs past the limit, however it hangs, scores 0 with `timed_out` set.
+    """
+    from tulu_cli.rewards.pool import shared_pool
+
+    tasks = (row_task(row) for row in rows)
+    return list(shared_pool(workers or 1).run_rows(tasks, loose=loose, timeout_s=timeout_s))

@@ -2,7 +2,8 @@
 
 `signal.alarm` only works in the main thread and cannot stop C-level loops reliably, so the work runs in
 a long-lived child process (one per parent process) which is killed and restarted when a call overruns.
-Safe to call from any thread (calls are serialised) and from inside worker processes.
+Safe to call from any thread (calls are serialised) and from inside worker processes. A comparison that
+runs out of time raises `VerifyTimeout`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ import threading
 import time
 from pathlib import Path
 
+from tulu_cli.rewards.registry import VerifyTimeout, warming_up
+
 _WORKER_SCRIPT = Path(__file__).with_name("symbolic_worker.py")
 # Starting the child (importing sympy) is not charged to a comparison's budget.
 STARTUP_TIMEOUT_S = 120.0
+# Longer candidate answers are not parsed symbolically (a MATH answer is a short expression).
+MAX_SYMBOLIC_CHARS = 1000
 
 
 class SymbolicWorker:
@@ -33,6 +38,10 @@ class SymbolicWorker:
         return self._proc is not None and self._pid == os.getpid() and self._proc.poll() is None
 
     def _start(self) -> None:
+        with warming_up():
+            self._spawn()
+
+    def _spawn(self) -> None:
         self._pid = os.getpid()
         self._proc = subprocess.Popen(
             [sys.executable, str(_WORKER_SCRIPT)],
@@ -70,7 +79,7 @@ class SymbolicWorker:
                 self._start()
 
     def call(self, op: str, first: str, second: str, timeout_s: float) -> bool | None:
-        """True/False for the comparison, None when it ran out of time or the child failed."""
+        """True/False for the comparison (False when it failed), None when it ran out of time."""
         if timeout_s <= 0:
             return None
         with self._lock:
@@ -89,7 +98,7 @@ class SymbolicWorker:
                 self._kill()
                 return None
             reply = json.loads(line)
-            return bool(reply["ok"]) if "ok" in reply else None
+            return bool(reply.get("ok"))
 
     def close(self) -> None:
         with self._lock:
@@ -105,9 +114,17 @@ def warm_up() -> None:
     _WORKER.start()
 
 
+def _decided(answer: bool | None) -> bool:
+    if answer is None:
+        raise VerifyTimeout("the symbolic comparison ran out of time")
+    return answer
+
+
 def sympy_equal(first: str, second: str, timeout_s: float) -> bool:
-    return bool(_WORKER.call("sympy_equal", first, second, timeout_s))
+    if max(len(first), len(second)) > MAX_SYMBOLIC_CHARS:
+        return False
+    return _decided(_WORKER.call("sympy_equal", first, second, timeout_s))
 
 
 def math_verify_equal(gold: str, prediction: str, timeout_s: float) -> bool:
-    return bool(_WORKER.call("math_verify", gold, prediction, timeout_s))
+    return _decided(_WORKER.call("math_verify", gold, prediction, timeout_s))

@@ -87,31 +87,33 @@ def _sentence_slices(text: str) -> Iterator[slice]:
 
 def _realigned(text: str, slices: Iterator[slice]) -> Iterator[slice]:
     # Closing quotes and brackets after a sentence end belong to that sentence.
-    items = list(slices)
     realign = 0
-    for index, first in enumerate(items):
-        first = slice(first.start + realign, first.stop)
-        if index + 1 == len(items):
-            if text[first]:
-                yield first
-            continue
-        second = items[index + 1]
-        match = _REALIGN.match(text[second])
-        if match:
-            yield slice(first.start, second.start + len(match.group(0).rstrip()))
-            realign = match.end()
-        else:
-            realign = 0
-            if text[first]:
-                yield first
+    previous = None
+    for current in slices:
+        if previous is not None:
+            first = slice(previous.start + realign, previous.stop)
+            match = _REALIGN.match(text[current])
+            if match:
+                yield slice(first.start, current.start + len(match.group(0).rstrip()))
+                realign = match.end()
+            else:
+                realign = 0
+                if text[first]:
+                    yield first
+        previous = current
+    if previous is not None:
+        last = slice(previous.start + realign, previous.stop)
+        if text[last]:
+            yield last
 
 
-def split_sentences(text: str) -> list[str]:
-    return [text[piece] for piece in _realigned(text, _sentence_slices(text))]
+def split_sentences(text: str) -> Iterator[str]:
+    """The sentences, lazily: a caller that needs only the first few does not split the whole text."""
+    return (text[piece] for piece in _realigned(text, _sentence_slices(text)))
 
 
 def count_sentences(text: str) -> int:
-    return len(split_sentences(text))
+    return sum(1 for _ in split_sentences(text))
 
 
 # ---- Words -------------------------------------------------------------------------------------------
@@ -168,7 +170,7 @@ _CONTRACTIONS = tuple(
 )
 
 
-def _treebank_sentence_words(sentence: str) -> list[str]:
+def treebank_sentence_words(sentence: str) -> list[str]:
     for pattern, replacement in _STARTING_QUOTES + _PUNCTUATION:
         sentence = pattern.sub(replacement, sentence)
     sentence = f" {sentence} "
@@ -180,4 +182,4 @@ def _treebank_sentence_words(sentence: str) -> list[str]:
 
 
 def treebank_words(text: str) -> list[str]:
-    return [word for sentence in split_sentences(text) for word in _treebank_sentence_words(sentence)]
+    return [word for sentence in split_sentences(text) for word in treebank_sentence_words(sentence)]

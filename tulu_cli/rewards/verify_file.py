@@ -1,16 +1,28 @@
-"""`tulu verify INPUT.jsonl`: score every row with its verifier and write the rows back with `verified`."""
+"""`tulu verify INPUT.jsonl`: score every row with its verifier and write the rows back with `verified`.
+
+Every row is written, in input order: a row that cannot be scored (unreadable, a bad field, a verifier
+past the time limit) gets `verified: 0` and an `error` naming the row. Rows stream through the worker
+pool (pool.py), so memory does not grow with the file, and the output appears under its name only when
+complete.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from rich.console import Console
-from rich.table import Table
+from tulu_cli.io import atomic_open
+from tulu_cli.rewards.pool import Ready, VerifierPool
+from tulu_cli.rewards.registry import DEFAULT_TIMEOUT_S, VerifyResult, verify_row
 
-from tulu_cli.io import write_jsonl
-from tulu_cli.rewards.registry import VerifyResult, verify_row
+NO_DATASET = "(none)"
+PROGRESS_EVERY_S = 5.0
+_BOM = b"\xef\xbb\xbf"
 
 
 def default_output_path(input: Path) -> Path:
@@ -18,61 +30,159 @@ def default_output_path(input: Path) -> Path:
     return input.with_name(f"{name}.verified.jsonl")
 
 
-def _score_lines(lines: list[str], loose: bool) -> list[dict]:
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+def default_workers() -> int:
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
+# ---- one line -> [dataset, score, error, timed_out, output line] ----------------------------------------
+def _parse(text: str) -> tuple[Any, str | None]:
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return None, "unparsable JSON: nested too deeply"
+    except ValueError as exc:
+        return None, f"unparsable JSON: {exc}"
+
+
+def _payload(number: int, text: str, row: Any, result: VerifyResult) -> list:
+    error = f"row {number}: {result.error}" if result.error is not None else None
+    dataset = row.get("dataset") if isinstance(row, dict) else None
+    fields = {"verified": result.score, **({"error": error} if error is not None else {})}
+    body = text.rstrip()
+    if isinstance(row, dict) and not fields.keys() & row.keys() and body.endswith("}"):
+        # Append the fields to the row's own text: no re-serialisation of long responses.
+        added = json.dumps(fields, ensure_ascii=False)[1:]
+        line = body[:-1] + (", " if row else "") + added
+    else:
+        line = json.dumps({**row, **fields} if isinstance(row, dict) else {"raw": text, **fields},
+                          ensure_ascii=False)  # fmt: skip
+    return [dataset if isinstance(dataset, str) else NO_DATASET, result.score, error, result.timed_out, line]
+
+
+def score_line(number: int, text: str, *, loose: bool, timeout_s: float) -> list:
+    """The payload of one input line, scored in this process (a pool worker runs this)."""
+    row, error = _parse(text)
+    if error is not None:
+        return _payload(number, text, None, VerifyResult(0.0, error))
+    return _payload(number, text, row, verify_row(row, loose=loose, timeout_s=timeout_s))
+
+
+def failed_line(item: list, result: VerifyResult) -> list:
+    """The payload of a line whose verifier hung or died (made in the parent)."""
+    number, text = item
+    row, error = _parse(text)
+    return _payload(number, text, row, result if error is None else VerifyResult(0.0, error))
+
+
+def _lines(handle: BinaryIO) -> Iterator[list | Ready]:
+    """[line number, text] per non-blank line; undecodable lines come back already failed."""
+    for number, raw in enumerate(handle, start=1):
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        if not raw.strip():
             continue
         try:
-            row = json.loads(line)
-        except ValueError as exc:
-            rows.append(
-                {"raw": line.rstrip("\n"), "verified": 0.0, "error": f"row {number}: unparsable JSON: {exc}"}
-            )
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            yield Ready(_payload(number, text, None, VerifyResult(0.0, f"not valid UTF-8: {exc.reason} at byte {exc.start}")))
             continue
-        result: VerifyResult = verify_row(row, loose=loose)
-        if not isinstance(row, dict):
-            row = {"raw": row}
-        row["verified"] = result.score
-        if result.error is not None:
-            row["error"] = f"row {number}: {result.error}"
-        rows.append(row)
-    return rows
+        yield [number, text]
 
 
-def _summary_table(rows: list[dict]) -> Table:
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        dataset = row.get("dataset")
-        groups[dataset if isinstance(dataset, str) else "(none)"].append(row)
+def _count_lines(path: Path) -> int:
+    count, last = 0, b"\n"
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+# ---- the command ------------------------------------------------------------------------------------------
+class _Tally:
+    def __init__(self) -> None:
+        # dataset -> [rows, sum of scores, errors, timed out]
+        self.groups: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0, 0])
+        self.rows = 0
+
+    def add(self, dataset: str, score: float, error: str | None, timed_out: bool) -> None:
+        group = self.groups[dataset]
+        group[0] += 1
+        group[1] += score
+        group[2] += error is not None
+        group[3] += timed_out
+        self.rows += 1
+
+    def total(self, index: int) -> int:
+        return int(sum(group[index] for group in self.groups.values()))
+
+
+def _summary_table(tally: _Tally):
+    from rich.table import Table
+
     table = Table(title="verified")
-    for column, justify in (
-        ("dataset", "left"),
-        ("rows", "right"),
-        ("mean verified", "right"),
-        ("errors", "right"),
-    ):
-        table.add_column(column, justify=justify)
-    for dataset in sorted(groups):
-        group = groups[dataset]
-        mean = sum(row["verified"] for row in group) / len(group)
-        table.add_row(dataset, str(len(group)), f"{mean:.4f}", str(sum("error" in row for row in group)))
+    for column in ("dataset", "rows", "mean verified", "errors", "timed out"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for dataset in sorted(tally.groups):
+        rows, total, errors, timeouts = tally.groups[dataset]
+        table.add_row(dataset, str(int(rows)), f"{total / rows:.4f}", str(int(errors)), str(int(timeouts)))
     return table
 
 
-def verify_command(input: Path, out: Path | None, loose: bool) -> int:
-    """Score INPUT (JSONL) into OUT; returns the exit code (malformed rows are reported, not fatal)."""
+def verify_command(
+    input: Path,
+    out: Path | None,
+    loose: bool,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    workers: int | None = None,
+) -> int:
+    """Score INPUT (JSONL) into OUT; returns the exit code (bad rows are reported on the row, not fatal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     input = Path(input)
     console = Console()
+    if timeout_s <= 0:
+        console.print(f"[red]--timeout must be positive, got {timeout_s:g}[/red]")
+        return 2
     try:
-        lines = input.read_text(encoding="utf-8").splitlines()
+        expected = _count_lines(input)
+        handle = input.open("rb")
     except OSError as exc:
         console.print(f"[red]cannot read {input}: {exc}[/red]")
         return 2
     out = Path(out) if out is not None else default_output_path(input)
-    rows = _score_lines(lines, loose)
-    write_jsonl(out, rows)
-    console.print(_summary_table(rows))
-    errors = sum("error" in row for row in rows)
-    console.print(f"{len(rows)} rows, {errors} with errors -> {out}")
+    workers = workers or default_workers()
+    tally = _Tally()
+    started = time.monotonic()
+    next_bar, next_line = started, started + PROGRESS_EVERY_S
+    progress = Progress(
+        TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), console=console, disable=not console.is_terminal,
+    )  # fmt: skip
+    task = progress.add_task("verify", total=expected, rate="")
+    with handle, progress, VerifierPool(workers) as pool, atomic_open(out) as sink:
+        for dataset, score, error, timed_out, line in pool.run(
+            "line", _lines(handle), loose=loose, timeout_s=timeout_s, failed=failed_line
+        ):
+            sink.write(line + "\n")
+            tally.add(dataset, score, error, timed_out)
+            now = time.monotonic()
+            if now >= next_bar:
+                rate = f"{tally.rows / max(now - started, 1e-9):,.0f} rows/s"
+                progress.update(task, completed=tally.rows, rate=rate)
+                next_bar = now + 0.2
+                if not console.is_terminal and now >= next_line:
+                    # No live bar outside a terminal: a line now and then shows it is moving.
+                    console.print(f"verify: {tally.rows}/{expected} rows, {rate}")
+                    next_line = now + PROGRESS_EVERY_S
+        progress.update(task, completed=tally.rows)
+    elapsed = time.monotonic() - started
+    console.print(_summary_table(tally))
+    console.print(
+        f"{tally.rows} rows in {elapsed:.1f}s ({tally.rows / max(elapsed, 1e-9):,.0f} rows/s), "
+        f"{tally.total(2)} with errors, {tally.total(3)} timed out (limit {timeout_s:g}s, slowest row "
+        f"{pool.slowest_row_s:.2f}s) -> {out}"
+    )
     return 0
