@@ -237,6 +237,13 @@ def test_a_json_document_is_read_element_by_element_across_chunk_boundaries(tmp_
     assert rows_of(load_source(str(source))) == rows
     source.write_text(json.dumps({"data": rows[:2]}))  # one line, yet a document, not one JSON Lines row
     assert rows_of(load_source(str(source))) == rows[:2]
+    source.write_text(json.dumps({"data": rows[:2], "after": {"data": 1}}, indent=1))
+    assert rows_of(load_source(str(source))) == rows[:2]
+    source.write_text("".join(json.dumps({"id": i, "data": [i]}) + "\n" for i in range(3)))  # JSON Lines
+    assert rows_of(load_source(str(source))) == [{"id": i, "data": [i]} for i in range(3)]
+    source.write_text(json.dumps(rows[:2], indent=1) + "\n" + json.dumps(rows[:2]))
+    with pytest.raises(SourceError, match="more follows the end of the document"):
+        load_source(str(source))
     source.write_text(json.dumps({"no_data": []}, indent=1))
     with pytest.raises(SourceError, match="must be a list of rows or an object with a `data` list"):
         load_source(str(source))

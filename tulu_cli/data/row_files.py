@@ -31,6 +31,8 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # Characters Python's `surrogateescape` decoding puts where a byte was not UTF-8.
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 _JSON_CHUNK = 1 << 20
+# A `.json` file whose first line is longer than this is taken for a document (not parsed whole to decide).
+_FIRST_LINE_LIMIT = 1 << 24
 
 
 class FileError(ValueError):
@@ -92,8 +94,8 @@ def file_rows(path: Path, log: ReadLog, max_rows: int | None = None) -> Iterator
             return
 
 
-def _check_encoding(path: Path, head: bytes, log: ReadLog) -> int:
-    """Length of the byte order mark that `head` (the first bytes of `path`) starts with."""
+def _check_encoding(head: bytes, log: ReadLog) -> int:
+    """Length of the byte order mark that `head` (the first bytes of a file) starts with."""
     for mark, encoding in FOREIGN_BOMS:
         if head.startswith(mark):
             raise FileError(f"the file is {encoding} encoded (byte order mark {mark.hex(' ')}); "
@@ -105,18 +107,18 @@ def _check_encoding(path: Path, head: bytes, log: ReadLog) -> int:
 
 
 def looks_like_jsonl(path: Path) -> bool:
-    """A `.json` file whose first line is a complete JSON object (other than a `{"data": [...]}` document)
-    is JSON Lines. A first line too long to be a row is taken for a document, read as a stream."""
+    """A `.json` file whose first line is a complete JSON object is JSON Lines, unless that line is the
+    whole file and a `{"data": [...]}` document. A first line too long to be a row is taken for a
+    document, read as a stream."""
     with path.open("rb") as handle:
-        first = handle.readline(_JSON_CHUNK + 1)
-    first = first.removeprefix(UTF8_BOM).strip()
-    if not first.startswith(b"{") or len(first) > _JSON_CHUNK:
-        return False
-    try:
-        row = json.loads(first)
-    except (ValueError, RecursionError):
-        return False
-    return not isinstance(row.get("data"), list)
+        first = handle.readline(_FIRST_LINE_LIMIT + 1).removeprefix(UTF8_BOM).strip()
+        if not first.startswith(b"{") or len(first) > _FIRST_LINE_LIMIT:
+            return False
+        try:
+            row = json.loads(first)
+        except (ValueError, RecursionError):
+            return False
+        return not isinstance(row.get("data"), list) or any(line.strip() for line in handle)
 
 
 def _raw_text(data: bytes | str) -> str:
@@ -128,7 +130,7 @@ def jsonl_rows(path: Path, log: ReadLog) -> Iterator[tuple[int, dict]]:
     with path.open("rb") as handle:
         for number, data in enumerate(handle, start=1):
             if number == 1:
-                data = data[_check_encoding(path, data, log):]
+                data = data[_check_encoding(data, log):]
             try:
                 line = data.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -255,7 +257,7 @@ class _JsonText:
 def json_document_rows(path: Path, log: ReadLog) -> Iterator[tuple[int, dict]]:
     """Rows of a JSON document: a list of rows, or an object whose `data` member is that list."""
     with path.open("rb") as handle:
-        bom = _check_encoding(path, handle.read(4), log)
+        bom = _check_encoding(handle.read(4), log)
     with path.open(encoding="utf-8", errors="surrogateescape") as handle:
         handle.read(1 if bom else 0)
         reader = _JsonText(handle)
@@ -267,24 +269,30 @@ def json_document_rows(path: Path, log: ReadLog) -> Iterator[tuple[int, dict]]:
         elif start != "[":
             raise FileError("a JSON document must be a list of rows or an object with a `data` list")
         yield from _array_rows(path, reader, log)
+        if start == "{":
+            _seek_data_member(reader)
+            reader.expect("}")
+        if reader.peek():
+            raise reader.error("more follows the end of the document (JSON Lines? name the file .jsonl)")
 
 
 def _seek_data_member(reader: _JsonText) -> bool:
-    """Move past the members of an object up to the `[` of its `data` member; False if it has none."""
+    """Move past the members of an object up to the `[` of its `data` member (True), or to its `}`."""
     while reader.peek() not in ("}", ""):
+        if reader.peek() == ",":
+            reader.pos += 1
         key, _ = reader.value()
         reader.expect(":")
         if key == "data" and reader.peek() == "[":
             return True
         reader.value()
-        if reader.peek() == ",":
-            reader.pos += 1
     return False
 
 
 def _array_rows(path: Path, reader: _JsonText, log: ReadLog) -> Iterator[tuple[int, dict]]:
     reader.expect("[")
     if reader.peek() == "]":
+        reader.pos += 1
         return
     number = 0
     while True:
@@ -300,8 +308,8 @@ def _array_rows(path: Path, reader: _JsonText, log: ReadLog) -> Iterator[tuple[i
             row = _checked_row(path, number, value, text, log)
             if row is not None:
                 yield number, row
-        after = reader.peek()
-        if after == "]":
+        if reader.peek() == "]":
+            reader.pos += 1
             return
         reader.expect(",")
 
