@@ -44,18 +44,29 @@ def test_whiten_uses_only_masked_entries():
     torch.testing.assert_close(whiten(values, mask), torch.tensor([[-1.0, 1.0, 0.0]]), atol=1e-6, rtol=0)
 
 
-def test_group_advantages_normalise_each_group_and_skip_zero_spread():
+def test_group_advantages_use_the_unbiased_std_and_zero_zero_spread_groups():
     scores = torch.tensor([10.0, 0.0, 0.0, 10.0, 5.0, 5.0, 5.0, 5.0, 0.0, 0.0, 0.0, 3.0])
-    advantages, kept = group_advantages(scores, group_size=4)
-    # Group 1: mean 5, population std 5. Group 2: all equal -> skipped. Group 3: mean 0.75, std sqrt(1.6875).
-    std3 = math.sqrt((3 * 0.75**2 + 2.25**2) / 4)
+    advantages, spread = group_advantages(scores, group_size=4)
+    # Group 1: mean 5, unbiased std sqrt(100/3). Group 2: all equal -> 0. Group 3: mean 0.75,
+    # unbiased std sqrt((3 * 0.75^2 + 2.25^2) / 3) = 1.5.
+    std1 = math.sqrt(100 / 3)
     expected = torch.tensor(
-        [1.0, -1.0, -1.0, 1.0, 0.0, 0.0, 0.0, 0.0, -0.75 / std3, -0.75 / std3, -0.75 / std3, 2.25 / std3]
+        [5 / std1, -5 / std1, -5 / std1, 5 / std1, 0.0, 0.0, 0.0, 0.0, -0.5, -0.5, -0.5, 1.5]
     )
     torch.testing.assert_close(advantages, expected)
-    assert kept.tolist() == [True] * 4 + [False] * 4 + [True] * 4
+    assert spread.tolist() == [True] * 4 + [False] * 4 + [True] * 4
     with pytest.raises(ValueError):
         group_advantages(torch.zeros(6), group_size=4)
+    with pytest.raises(ValueError, match="at least 2"):
+        group_advantages(torch.zeros(4), group_size=1)
+
+
+def test_group_advantages_with_the_population_std():
+    scores = torch.tensor([10.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0, 3.0])
+    advantages, _ = group_advantages(scores, group_size=4, unbiased_std=False)
+    std2 = math.sqrt((3 * 0.75**2 + 2.25**2) / 4)
+    expected = torch.tensor([1.0, -1.0, -1.0, 1.0, -0.75 / std2, -0.75 / std2, -0.75 / std2, 2.25 / std2])
+    torch.testing.assert_close(advantages, expected)
 
 
 def test_kl_estimators_match_hand_values_and_the_true_kl():

@@ -127,6 +127,8 @@ def test_bad_configuration_fails_with_a_clear_message(tmp_path, start_model):
                 "optim.warmup_ratio": 0.0,
                 "ppo.prompts_per_rollout": 224,
                 "train.episodes": 10_000_000,
+                "ppo.reward_model_path": "allenai/Llama-3.1-Tulu-3-8B-RM",
+                "ppo.loss_aggregation": "micro_batch_mean",
             },
         ),
         (
@@ -138,6 +140,8 @@ def test_bad_configuration_fails_with_a_clear_message(tmp_path, start_model):
                 "optim.warmup_ratio": 0.1,
                 "ppo.prompts_per_rollout": 640,
                 "train.episodes": 400_000,
+                # Tulu 3 started the 70B value model from the 8B reward model too.
+                "ppo.reward_model_path": "allenai/Llama-3.1-Tulu-3-8B-RM",
             },
         ),
         (
@@ -150,7 +154,11 @@ def test_bad_configuration_fails_with_a_clear_message(tmp_path, start_model):
                 "grpo.kl_estimator": "k3",
                 "grpo.samples_per_prompt": 16,
                 "grpo.prompts_per_rollout": 48,
-                "grpo.non_stop_penalty": None,
+                "grpo.non_stop_penalty": 0.0,
+                "grpo.group_std": "unbiased",
+                "grpo.zero_spread_groups": "keep",
+                "grpo.kl_log_ratio_clamp": 40.0,
+                "grpo.loss_aggregation": "micro_batch_mean",
             },
         ),
     ],
@@ -200,3 +208,12 @@ def test_dry_run_of_published_presets_shows_the_recipe_values(tmp_path, preset, 
         group, key = dotted.split(".")
         assert config[group][key] == value, dotted
         assert yaml.safe_dump({key: value}).strip() in result.stdout, dotted
+
+
+def test_unknown_algorithm_option_fails_before_training(tmp_path, start_model):
+    result = run_tulu(
+        "rlvr", *QUICK, "algorithm=grpo", "grpo.group_std=sample", f"model.path={start_model}",
+        f"output_dir={tmp_path}", check=False,
+    )
+    assert result.returncode != 0
+    assert "grpo.group_std must be one of unbiased, population" in (tmp_path / "logs" / "failure.txt").read_text()

@@ -3,8 +3,9 @@ setup -> loop of (rollout -> score -> experience -> update -> sync weights) -> s
 
 `algorithm=ppo` (Tulu 3): value model, k1 KL penalty in the per-token reward, verifier reward at the
 last token, GAE, whitened advantages, several clipped-PPO epochs per rollout batch.
-`algorithm=grpo` (Tulu 3.1): several samples per prompt, group-normalised advantages, zero-spread
-groups skipped, k3 KL in the loss. The section of the config named by `algorithm` holds its values.
+`algorithm=grpo` (Tulu 3.1): several samples per prompt, group-normalised advantages (unbiased
+group std), truncated responses scored 0, zero-spread groups kept, clamped k3 KL in the loss. The
+section of the config named by `algorithm` holds its values (and the named alternatives).
 One optimizer step of the plan is one rollout batch (its prompts come from the shared BatchPlan, so
 resuming at step k samples the same prompts an uninterrupted run would have).
 """
@@ -30,11 +31,12 @@ from tulu_cli.train.optim import build_optimizer, build_scheduler
 from tulu_cli.train.rl.data import prepare_rlvr
 from tulu_cli.train.rl.engine_check import check_engine_logprobs
 from tulu_cli.train.rl.experience import experience_stats, make_experience
+from tulu_cli.train.rl.kl import ESTIMATORS
 from tulu_cli.train.rl.metrics import step_metrics
 from tulu_cli.train.rl.models import PolicyAndValue, load_value_model, prepare_reference
 from tulu_cli.train.rl.rewards import per_dataset_stats, score_rollouts
 from tulu_cli.train.rl.rollout import build_rollout_backend, rollouts_for_all_ranks, samples_on_every_rank
-from tulu_cli.train.rl.update import update_policy
+from tulu_cli.train.rl.update import LOSS_AGGREGATIONS, update_policy
 from tulu_cli.train.rl.weight_sync import sync_rollout_weights
 from tulu_cli.train.runtime import distributed_state, make_accelerator, seed_everything
 
@@ -50,6 +52,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             f"algorithm must be one of {', '.join(ALGORITHMS)} (with a config section of that name), "
             f"got {algorithm!r}"
         )
+    check_algorithm_options(algorithm, algo)
     if not cfg.model.path:
         raise StageError(
             "rlvr starts from a trained policy: set model.path (an SFT or DPO `final/` dir or hub id)"
@@ -187,6 +190,16 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     save_final(accelerator, model, tokenizer, run_dir, part="policy")
     accelerator.print(f"saved {run_dir / 'final'}")
     accelerator.end_training()
+
+
+def check_algorithm_options(algorithm: str, algo) -> None:
+    """Fail before any model loads when an option names no known choice."""
+    choices = {"loss_aggregation": LOSS_AGGREGATIONS, "kl_estimator": tuple(ESTIMATORS)}
+    if algorithm == "grpo":
+        choices.update(group_std=("unbiased", "population"), zero_spread_groups=("keep", "skip"))
+    for key, allowed in choices.items():
+        if algo.get(key) not in allowed:
+            raise StageError(f"{algorithm}.{key} must be one of {', '.join(allowed)}, got {algo.get(key)!r}")
 
 
 def rollout_plan(prompt_count: int, algo, train, world_size: int, seed: int) -> tuple[BatchPlan, int]:

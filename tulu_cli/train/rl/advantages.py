@@ -44,18 +44,23 @@ def whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch
 
 
 def group_advantages(
-    scores: torch.Tensor, group_size: int, eps: float = 1e-8
+    scores: torch.Tensor, group_size: int, unbiased_std: bool = True, eps: float = 1e-8
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(score - group mean) / (group std + eps) for consecutive groups of `group_size` samples of one
-    prompt, and a mask of the samples kept: groups whose scores are all equal carry no signal and
-    are skipped. The std is the population std (ddof 0), as in the reference GRPO code."""
+    prompt, and a mask of the samples whose group has any spread (the others' advantage is exactly 0).
+
+    Tulu 3.1 (open-instruct grpo_vllm_thread_ray_gtrl.py, Feb 2025) used torch's default, the
+    unbiased std (ddof 1), as does TRL's GRPOTrainer; `unbiased_std=False` gives the population std.
+    """
     if scores.numel() % group_size:
         raise ValueError(f"{scores.numel()} scores do not split into groups of {group_size}")
+    if unbiased_std and group_size < 2:
+        raise ValueError("the unbiased group std needs at least 2 samples per prompt")
     grouped = scores.view(-1, group_size).to(torch.float64)
     mean = grouped.mean(dim=1, keepdim=True)
-    std = grouped.std(dim=1, unbiased=False, keepdim=True)
-    advantages = ((grouped - mean) / (std + eps)).to(scores.dtype)
-    kept = (grouped.max(dim=1, keepdim=True).values > grouped.min(dim=1, keepdim=True).values).expand_as(
+    std = grouped.std(dim=1, unbiased=unbiased_std, keepdim=True)
+    spread = (grouped.max(dim=1, keepdim=True).values > grouped.min(dim=1, keepdim=True).values).expand_as(
         grouped
     )
-    return (advantages * kept).reshape(-1), kept.reshape(-1)
+    advantages = ((grouped - mean) / (std + eps) * spread).to(scores.dtype)
+    return advantages.reshape(-1), spread.reshape(-1)

@@ -2,8 +2,10 @@
 values, per-token rewards and advantages (no gradients).
 
 PPO (Tulu 3): per-token reward -beta * k1, plus the sequence reward at the last token; GAE; whitened
-advantages. GRPO (Tulu 3.1): each sample's group-normalised reward as the advantage of every token;
-groups with zero spread get weight 0 (skipped); the KL term is added to the loss instead.
+advantages. GRPO (Tulu 3.1): each sample's group-normalised reward as the advantage of every token
+(0 in a group whose rewards are all equal); the KL term is added to the loss instead. Zero-spread
+groups stay in the loss (`zero_spread_groups: keep`, Tulu 3.1: their KL term still counts) or get
+weight 0 (`skip`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Experience:
     returns: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
     kl: torch.Tensor | None = None  # [N, R] KL estimate of the sampling policy to the reference
+    spread: torch.Tensor | None = None  # [N] GRPO: whether the sample's group has any reward spread
 
 
 @torch.no_grad()
@@ -64,15 +67,13 @@ def gather_response(
 ):
     """Per-response tensors from one forward pass. Logits are divided by the sampling temperature, so
     log-probs and entropy are those of the distribution the responses were sampled from."""
-    if temperature != 1.0:
-        logits = logits / temperature
-    logprobs, _ = token_logprobs(logits, labels)
+    logprobs, _ = token_logprobs(logits, labels, temperature)
     positions = response_positions(labels)
     response_logprobs = to_response_matrix(logprobs, positions, lengths)
     response_values = to_response_matrix(values[:, :-1], positions, lengths) if values is not None else None
     entropy = None
     if with_entropy:
-        entropy = split_responses(token_entropy(logits[:, :-1][positions]), lengths)
+        entropy = split_responses(token_entropy(logits, positions, temperature), lengths)
     return response_logprobs, response_values, entropy
 
 
@@ -83,7 +84,7 @@ def reference_logprobs(
     batch = build_batch(prompts, responses, pad_id, packing, device)
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
     logits = reference(**inputs, use_cache=False).logits
-    logprobs, _ = token_logprobs(logits / temperature if temperature != 1.0 else logits, batch["labels"])
+    logprobs, _ = token_logprobs(logits, batch["labels"], temperature)
     return to_response_matrix(logprobs, response_positions(batch["labels"]), [len(r) for r in responses])
 
 
@@ -135,7 +136,7 @@ def make_experience(
         )
     mask = length_mask(lengths, device)
     old_logprobs, ref_logprobs = pad_columns(logprob_parts, width), pad_columns(ref_parts, width)
-    kl = kl_estimate(algo_cfg.kl_estimator, old_logprobs, ref_logprobs) * mask
+    kl = kl_estimate(algo_cfg.kl_estimator, old_logprobs, ref_logprobs, algo_cfg.get("kl_log_ratio_clamp")) * mask
     scores = torch.tensor(rewards, dtype=torch.float32, device=device)
     experience = Experience(
         prompts,
@@ -158,9 +159,13 @@ def make_experience(
             advantages = whiten(advantages, mask)
         experience.advantages, experience.values, experience.returns = advantages, values, returns
     else:
-        advantages, kept = group_advantages(scores, int(algo_cfg.samples_per_prompt))
+        advantages, spread = group_advantages(
+            scores, int(algo_cfg.samples_per_prompt), unbiased_std=algo_cfg.group_std == "unbiased"
+        )
         experience.advantages = advantages[:, None] * mask
-        experience.weights = kept.float()
+        experience.spread = spread
+        if algo_cfg.zero_spread_groups == "skip":
+            experience.weights = spread.float()
     return experience
 
 
@@ -173,5 +178,6 @@ def experience_stats(experience: Experience) -> dict[str, float]:
         "tokens": float(mask.sum()),
         "sequences": float(len(experience.responses)),
         "kept_sequences": float(experience.weights.sum()),
+        "zero_spread_sequences": float((~experience.spread).sum()) if experience.spread is not None else 0.0,
         "value_sum": float((experience.values * mask).sum()) if experience.values is not None else 0.0,
     }

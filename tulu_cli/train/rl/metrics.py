@@ -50,6 +50,7 @@ def step_metrics(
     if "kl_loss" in totals:
         row["kl_loss"] = total(totals["kl_loss"]) / max(trained, 1.0)
     row["skipped_fraction"] = 1.0 - total(experience["kept_sequences"]) / count
+    row["zero_spread_fraction"] = total(experience["zero_spread_sequences"]) / count
     row["updates"] = totals.get("updates", 0.0)
     row["skipped_updates"] = totals.get("skipped_updates", 0.0)
     row["lr"] = lr

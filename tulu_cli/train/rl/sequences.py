@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from tulu_cli.data.chat import IGNORE_INDEX
 from tulu_cli.train.batching import collate
+from tulu_cli.train.logprobs import chunk_rows
 
 
 def build_batch(
@@ -50,7 +51,15 @@ def length_mask(lengths: list[int], device=None) -> torch.Tensor:
     return torch.arange(width, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
 
 
-def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the next-token distribution at each position of [rows, positions, vocab] logits."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return -(logprobs.exp() * logprobs).sum(dim=-1)
+def token_entropy(logits: torch.Tensor, positions: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of softmax(logits / temperature) at the True entries of `positions` (a mask over
+    `labels[:, 1:]`, as from `response_positions`), in row-major order; float32, a chunk of positions
+    at a time (no float32 copy of the whole logits tensor)."""
+    rows = torch.nn.functional.pad(positions, (0, 1)).reshape(-1).nonzero().squeeze(1)
+    flat = logits.reshape(-1, logits.shape[-1])
+    out = torch.empty(rows.shape[0], dtype=torch.float32, device=logits.device)
+    step = chunk_rows(logits.shape[-1])
+    for start in range(0, rows.shape[0], step):
+        logprobs = torch.log_softmax(flat.index_select(0, rows[start : start + step]).float() / temperature, dim=-1)
+        out[start : start + step] = -(logprobs.exp() * logprobs).sum(dim=-1)
+    return out

@@ -1,9 +1,16 @@
 """The optimisation phase of one rollout batch: `epochs` passes, each split into `minibatches`
 optimizer updates, each accumulated over micro-batches of `per_device_batch_size` sequences.
 
-The loss is a per-token mean over the trained (weight 1) response tokens of the whole minibatch,
-counted across ranks and micro-batches with the same scaling as SFT's `mean` reduction:
-PPO: clipped policy loss + value_coef * clipped value loss; GRPO: clipped policy loss + beta * k3.
+Per-token loss: PPO: clipped policy loss + value_coef * clipped value loss; GRPO: clipped policy loss +
+beta * KL. `loss_aggregation` reduces it over the trained (weight 1) response tokens of a minibatch:
+- `micro_batch_mean`: each micro-batch's token mean, averaged over micro-batches and ranks: the
+  reference code's `masked_mean` per micro-batch, averaged by DeepSpeed's gradient accumulation and
+  data parallelism (open-instruct ppo_vllm_thread_ray_gtrl.py, Dec 2024, and
+  grpo_vllm_thread_ray_gtrl.py, Feb 2025);
+- `token_mean`: one mean over every trained token of the minibatch, counted across ranks and
+  micro-batches (every token weighs the same; TRL's `bnpo` over the whole minibatch);
+- `sequence_mean`: each sequence's token mean, averaged over the minibatch's trained sequences (every
+  sequence weighs the same; the GRPO paper's form, TRL's `grpo` loss type).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from tulu_cli.train.rl.losses import clipped_policy_loss, clipped_value_loss
 from tulu_cli.train.rl.sequences import build_batch
 from tulu_cli.train.runtime import all_reduce_sum
 from tulu_cli.train.sft import scaled_loss
+
+LOSS_AGGREGATIONS = ("micro_batch_mean", "token_mean", "sequence_mean")
 
 
 def update_policy(
@@ -39,6 +48,9 @@ def update_policy(
     minibatch = count // int(algo_cfg.minibatches_per_rollout)
     micro = int(train_cfg.per_device_batch_size)
     accumulation = minibatch // micro
+    aggregation = algo_cfg.loss_aggregation
+    if aggregation not in LOSS_AGGREGATIONS:
+        raise ValueError(f"loss_aggregation must be one of {', '.join(LOSS_AGGREGATIONS)}, got {aggregation!r}")
     totals: dict[str, float] = defaultdict(float)
     # Every row reports its algorithm's loss terms, even when all updates of a batch were skipped.
     for key in ("value_loss", "value_clipped_tokens") if algorithm == "ppo" else ("kl_loss",):
@@ -47,13 +59,18 @@ def update_policy(
         order = torch.randperm(count, generator=generator).tolist()
         for start in range(0, count, minibatch):
             indices = order[start : start + minibatch]
-            local_tokens = float((experience.mask[indices].sum(1) * experience.weights[indices]).sum())
-            global_tokens = all_reduce_sum(accelerator, local_tokens)
+            lengths = experience.mask[indices].sum(1) * experience.weights[indices]
+            global_tokens, global_sequences = (
+                all_reduce_sum(accelerator, float(value)) for value in (lengths.sum(), (lengths > 0).sum())
+            )
             if global_tokens == 0:
-                # Nothing to learn from (every GRPO group had zero spread): no update, same schedule.
+                # Nothing to learn from (every GRPO group was skipped): no update, same schedule.
                 scheduler.step()
                 totals["skipped_updates"] += 1
                 continue
+            denominator = minibatch_denominator(
+                aggregation, accumulation * accelerator.num_processes, global_tokens, global_sequences
+            )
             for offset in range(0, minibatch, micro):
                 chunk = indices[offset : offset + micro]
                 with accelerator.accumulate(model):
@@ -67,9 +84,10 @@ def update_policy(
                         pad_id,
                         accelerator.device,
                         temperature,
+                        aggregation,
                     )
                     loss = scaled_loss(
-                        terms["loss"], "mean", global_tokens, accelerator.num_processes, accumulation
+                        terms.pop("aggregated"), "mean", denominator, accelerator.num_processes, accumulation
                     )
                     grad_norm = backward_and_step(
                         accelerator, model, optimizer, loss, train_cfg.max_grad_norm
@@ -93,8 +111,11 @@ def micro_batch_loss(
     pad_id: int,
     device,
     temperature: float = 1.0,
+    aggregation: str = "token_mean",
 ) -> dict[str, torch.Tensor]:
-    """Summed (not yet averaged) loss terms of some experience sequences; `loss` carries the gradient."""
+    """Loss terms of some experience sequences, summed over their trained tokens (for the metrics), and
+    `aggregated`: the micro-batch's share of the minibatch loss under `aggregation`, before the
+    minibatch's denominator (it carries the gradient)."""
     prompts = [experience.prompts[i] for i in indices]
     responses = [experience.responses[i] for i in indices]
     batch = build_batch(prompts, responses, pad_id, packing, device)
@@ -116,7 +137,7 @@ def micro_batch_loss(
         "clipped_tokens": (clipped * weight).sum(),
         "trained_tokens": weight.sum(),
     }
-    loss = terms["policy_loss"]
+    per_token = policy_loss
     if algorithm == "ppo":
         value_loss, value_clipped = clipped_value_loss(
             new_values,
@@ -126,10 +147,36 @@ def micro_batch_loss(
         )
         terms["value_loss"] = (value_loss * weight).sum()
         terms["value_clipped_tokens"] = (value_clipped * weight).sum()
-        loss = loss + float(algo_cfg.value_coef) * terms["value_loss"]
+        per_token = per_token + float(algo_cfg.value_coef) * value_loss
     else:
-        kl = kl_estimate(algo_cfg.kl_estimator, logprobs, experience.ref_logprobs[rows, :width])
+        kl = kl_estimate(
+            algo_cfg.kl_estimator,
+            logprobs,
+            experience.ref_logprobs[rows, :width],
+            algo_cfg.get("kl_log_ratio_clamp"),
+        )
         terms["kl_loss"] = (kl * weight).sum()
-        loss = loss + float(algo_cfg.beta) * terms["kl_loss"]
-    terms["loss"] = loss
-    return {key: value if key == "loss" else value.detach() for key, value in terms.items()}
+        per_token = per_token + float(algo_cfg.beta) * kl
+    terms["loss"] = (per_token * weight).sum()
+    aggregated = aggregate(per_token, weight, aggregation)
+    return {"aggregated": aggregated, **{key: value.detach() for key, value in terms.items()}}
+
+
+def minibatch_denominator(aggregation: str, micro_batches: int, tokens: float, sequences: float) -> float:
+    """What the sum of a minibatch's `aggregate` values (over all its micro-batches and ranks) is
+    divided by to give the minibatch loss."""
+    return {"micro_batch_mean": float(micro_batches), "token_mean": tokens, "sequence_mean": sequences}[
+        aggregation
+    ]
+
+
+def aggregate(per_token: torch.Tensor, weight: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """A micro-batch's [sequences, positions] loss reduced as `aggregation` needs it (module docstring)."""
+    weighted = per_token * weight
+    if aggregation == "micro_batch_mean":
+        return weighted.sum() / weight.sum().clamp(min=1)
+    if aggregation == "token_mean":
+        return weighted.sum()
+    if aggregation == "sequence_mean":
+        return (weighted.sum(1) / weight.sum(1).clamp(min=1)).sum()
+    raise ValueError(f"loss_aggregation must be one of {', '.join(LOSS_AGGREGATIONS)}, got {aggregation!r}")
