@@ -16,8 +16,20 @@ from tulu_cli.data.chat import CHAT_TEMPLATE
 BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<pad>"
 
 
+CHAT_TEMPLATE_CHOICES = ("tulu", "tokenizer")
+
+
 def load_tokenizer(model_cfg: Mapping[str, Any], assets: Path):
-    """The tokenizer of `model.tokenizer` or `model.path`; else one trained on bundled files."""
+    """The tokenizer of `model.tokenizer` or `model.path`; else one trained on bundled files.
+
+    `model.chat_template`: `tulu` (default, as the reference trainers do) sets the Tulu template
+    whatever the source tokenizer carries, so the `final/` a trainer saves renders the format it was
+    trained in (a Llama 3.1 tokenizer may carry Meta's own); `tokenizer` keeps the source's template
+    (the Tulu one when it has none), for evaluating a model in the format it ships with.
+    """
+    template = model_cfg.get("chat_template") or "tulu"
+    if template not in CHAT_TEMPLATE_CHOICES:
+        raise ValueError(f"model.chat_template must be one of {', '.join(CHAT_TEMPLATE_CHOICES)}, got {template!r}")
     from transformers import AutoTokenizer
 
     source = model_cfg.get("tokenizer") or model_cfg.get("path")
@@ -32,7 +44,7 @@ def load_tokenizer(model_cfg: Mapping[str, Any], assets: Path):
         tokenizer.add_special_tokens({"pad_token": PAD})
     if tokenizer.eos_token is None:
         raise ValueError(f"tokenizer of {source!r} has no eos token; the chat format needs one")
-    if not tokenizer.chat_template:
+    if template == "tulu" or not tokenizer.chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
