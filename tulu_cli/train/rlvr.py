@@ -97,6 +97,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     if start_step and separate_engine:
         sync_rollout_weights(accelerator, backend, model)
     samples = int(algo.samples_per_prompt)
+    # PPO's value warm-up: the first rollout batches train the value model alone (see conf/rlvr/tiny.yaml).
+    warmup = int(algo.get("value_warmup_steps") or 0) if algorithm == "ppo" else 0
     accelerator.print(
         f"{algorithm}: {plan.total_steps} rollout batches of {algo.prompts_per_rollout} prompts x "
         f"{samples} samples, {updates_per_rollout} updates each, {state.num_processes} rank(s)"
@@ -153,6 +155,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             tokenizer.pad_token_id,
             generator,
             float(rollout.temperature),
+            train_policy=step >= warmup,
         )
         if separate_engine:
             sync_rollout_weights(accelerator, backend, model)

@@ -47,6 +47,8 @@ def step_metrics(
         row["value_loss"] = total(totals["value_loss"]) / max(trained, 1.0)
         row["value_clip_fraction"] = total(totals["value_clipped_tokens"]) / max(trained, 1.0)
         row["value_mean"] = total(experience["value_sum"]) / max(tokens, 1.0)
+        # 0 during PPO's value warm-up (the value model trains alone).
+        row["policy_trained"] = totals.get("policy_trained", 1.0)
     if "kl_loss" in totals:
         row["kl_loss"] = total(totals["kl_loss"]) / max(trained, 1.0)
     row["skipped_fraction"] = 1.0 - total(experience["kept_sequences"]) / count

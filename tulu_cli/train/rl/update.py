@@ -42,8 +42,15 @@ def update_policy(
     pad_id: int,
     generator: torch.Generator,
     temperature: float = 1.0,
+    train_policy: bool = True,
 ) -> dict[str, float]:
-    """Run the updates; return sums over trained tokens (loss terms, clipped tokens) and update counts."""
+    """Run the updates; return sums over trained tokens (loss terms, clipped tokens) and update counts.
+
+    `train_policy=False` (PPO's value warm-up) trains the value model alone: the policy term is kept
+    in the graph at weight 0, so every parameter still takes part in the backward pass (DDP, ZeRO)
+    and the policy's zero gradients leave it unchanged (AdamW with weight decay 0, as every RLVR
+    preset has).
+    """
     count = len(experience.responses)
     minibatch = count // int(algo_cfg.minibatches_per_rollout)
     micro = int(train_cfg.per_device_batch_size)
@@ -52,6 +59,7 @@ def update_policy(
     if aggregation not in LOSS_AGGREGATIONS:
         raise ValueError(f"loss_aggregation must be one of {', '.join(LOSS_AGGREGATIONS)}, got {aggregation!r}")
     totals: dict[str, float] = defaultdict(float)
+    totals["policy_trained"] = float(train_policy)
     # Every row reports its algorithm's loss terms, even when all updates of a batch were skipped.
     for key in ("value_loss", "value_clipped_tokens") if algorithm == "ppo" else ("kl_loss",):
         totals[key] = 0.0
@@ -85,6 +93,7 @@ def update_policy(
                         accelerator.device,
                         temperature,
                         aggregation,
+                        1.0 if train_policy else 0.0,
                     )
                     loss = scaled_loss(
                         terms.pop("aggregated"), "mean", denominator, accelerator.num_processes, accumulation
@@ -112,6 +121,7 @@ def micro_batch_loss(
     device,
     temperature: float = 1.0,
     aggregation: str = "token_mean",
+    policy_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Loss terms of some experience sequences, summed over their trained tokens (for the metrics), and
     `aggregated`: the micro-batch's share of the minibatch loss under `aggregation`, before the
@@ -137,7 +147,7 @@ def micro_batch_loss(
         "clipped_tokens": (clipped * weight).sum(),
         "trained_tokens": weight.sum(),
     }
-    per_token = policy_loss
+    per_token = policy_weight * policy_loss
     if algorithm == "ppo":
         value_loss, value_clipped = clipped_value_loss(
             new_values,
