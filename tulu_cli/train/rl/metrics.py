@@ -58,6 +58,7 @@ def step_metrics(
     row["lr"] = lr
     row["episodes"] = episodes
     row["verify_errors"] = total(scores.errors)
+    row["verify_timeouts"] = total(scores.timeouts)
     row["generation_s"] = generation_s
     row["training_s"] = total_s - generation_s
     row["generation_time_share"] = generation_s / max(total_s, 1e-9)

@@ -15,6 +15,7 @@ class Scores:
     verified: list[float]  # verifier score in [0, 1] per rollout
     rewards: list[float]
     errors: int  # rollouts whose row could not be verified (counted, scored 0)
+    timeouts: int  # rollouts whose verifier ran past the time limit (counted, scored 0)
 
 
 def score_rollouts(
@@ -33,13 +34,16 @@ def score_rollouts(
         }
         for r in rollouts
     ]
+    # Each row's whole verification runs within `timeout_s` in the verifier pool's worker processes, so
+    # one adversarial response can neither stall nor crash the rollout loop.
     results = verify_batch(rows, timeout_s=timeout_s, workers=workers)
     verified = [result.score for result in results]
     rewards = [
         sequence_reward(score, r.finished, verifier_reward, non_stop_penalty)
         for score, r in zip(verified, rollouts, strict=True)
     ]
-    return Scores(verified, rewards, sum(result.error is not None for result in results))
+    timeouts = sum(result.timed_out for result in results)
+    return Scores(verified, rewards, sum(result.error is not None for result in results) - timeouts, timeouts)
 
 
 def sequence_reward(
