@@ -9,7 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT, run_tulu
+from tulu_cli.eval.readiness import task_status
 from tulu_cli.eval.results import TaskResult, write_results
+from tulu_cli.eval.tasks import select_tasks
 
 TULU3_DEV_TASKS = ["mmlu", "popqa", "truthfulqa", "bbh", "drop", "math", "gsm8k", "humaneval", "humaneval_plus",
                    "ifeval", "alpaca_eval", "safety"]
@@ -37,10 +39,21 @@ def test_tulu3_dev_dry_run_lists_every_task_with_its_settings(tmp_path):
         8, "gsm8k::tulu", "gsm8k_cot")
     assert (settings["math"].num_shots, settings["bbh"].num_shots, settings["drop"].num_shots) == (4, 3, 3)
     assert settings["ifeval"].metric == "prompt_level_loose_acc,none"
+    assert (settings["mmlu"].olmes_id, settings["mmlu"].lm_eval_task) == ("mmlu:cot::summarize",
+                                                                         "tulu_mmlu_flan_cot_zeroshot")
     table = result.stdout[result.stdout.index("suite tulu3_dev"):]
     for name in TULU3_DEV_TASKS:
         assert name in table
     assert "8 CoT" in table and "gsm8k::tulu" in table and "minerva_math::tulu" in table
+    # every task's status: runnable (and what it needs) or why not
+    statuses = {spec.name: task_status(spec, OmegaConf.to_container(resolved, resolve=True))
+                for spec in select_tasks(OmegaConf.to_container(resolved.tasks, resolve=True), None)}
+    runnable = {name for name, status in statuses.items() if status.startswith("runnable")}
+    assert runnable == set(TULU3_DEV_TASKS) - {"popqa", "alpaca_eval", "safety"}
+    assert statuses["mmlu"] == "runnable; needs: its subtasks' hub datasets (network)"
+    assert "confirm_run_unsafe_code=true" in statuses["humaneval"]
+    assert statuses["popqa"].startswith("not runnable: lm-eval 0.4 has no PopQA task")
+    assert "status" in table and "runnable;" in table and "not runnable:" in table and "olmes setting" in table
     assert not (tmp_path / "results.json").exists()
 
 
@@ -66,7 +79,10 @@ def test_tiny_eval_of_an_untrained_model_writes_results_and_predictions(tiny_eva
         assert entry["model"].endswith("base") and entry["config_hash"] == document["config_hash"]
         assert entry["settings"]["type"] in ("generative", "multiple_choice") and entry["settings_hash"]
         assert 0.0 <= entry["value"] <= 1.0
+        assert set(entry["ran_with"]) == {"runner", "shots", "metric", "max tokens", "chat template"}
+        assert set(entry["olmes"]) == {"id", "setting"}
     assert document["tasks"]["gsm_tiny"]["value"] == 0.0
+    assert document["tasks"]["gsm_tiny"]["ran_with"]["metric"] == document["tasks"]["gsm_tiny"]["metric"]
     assert set(document["tasks"]["ifeval_tiny"]["metrics"]) == {"prompt_strict", "prompt_loose",
                                                                 "inst_strict", "inst_loose"}
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]

@@ -60,14 +60,15 @@ def lm_eval_arguments(spec: TaskSpec, generation: Mapping[str, Any], lm_eval_cfg
     }
 
 
-def run_lm_eval(spec: TaskSpec, lm, arguments: Mapping[str, Any]) -> tuple[dict, int, list[dict]]:
-    """Run one task; return its metrics, item count and per-item predictions."""
+def run_lm_eval(spec: TaskSpec, lm, arguments: Mapping[str, Any], task_manager=None) -> tuple[dict, int, list[dict]]:
+    """Run one task; return its metrics, item count and per-item predictions. `task_manager` defaults to
+    lm-eval's tasks plus the include paths."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     arguments = dict(arguments)
     include = arguments.pop("include_path")
-    task_manager = TaskManager(include_path=include or None)
+    task_manager = task_manager or TaskManager(include_path=include or None)
     output = lm_eval.simple_evaluate(model=lm, task_manager=task_manager, log_samples=True,
                                      bootstrap_iters=0, **arguments)
     if output is None:
@@ -91,7 +92,8 @@ def run_lm_eval(spec: TaskSpec, lm, arguments: Mapping[str, Any]) -> tuple[dict,
 def _prediction(task: str, leaf: str, sample: Mapping[str, Any]) -> dict:
     scores = {key: value for key, value in sample.items()
               if key in sample.get("metrics", []) and isinstance(value, (int, float))}
-    return {"task": task, "lm_eval_task": leaf, "id": sample.get("doc_id"), "prompt": _first_text(sample.get("arguments")),
+    return {"task": task, "lm_eval_task": leaf, "id": sample.get("doc_id"), "filter": sample.get("filter"),
+            "prompt": _first_text(sample.get("arguments")),
             "response": _first_text(sample.get("filtered_resps")), "raw_response": _first_text(sample.get("resps")),
             "ground_truth": sample.get("target"), "scores": scores}
 

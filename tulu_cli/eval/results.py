@@ -30,6 +30,10 @@ class TaskResult:
     metrics: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     settings_hash: str = ""
+    # How the task ran here (runner, shots, metric, max tokens, chat template) and the OLMES id and
+    # setting it is compared with, side by side.
+    ran_with: dict[str, str] = field(default_factory=dict)
+    olmes: dict[str, str] = field(default_factory=dict)
     # ok | not_run (no backend can run it here) | error (the message is in `detail`)
     status: str = "ok"
     detail: str | None = None

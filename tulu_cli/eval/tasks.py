@@ -78,8 +78,12 @@ def select_tasks(tasks: Mapping[str, Any], only: list[str] | None) -> list[TaskS
     return [parse_task(name, tasks[name]) for name in names]
 
 
+RAN_WITH = ("runner", "shots", "metric", "max tokens", "chat template")
+
+
 def settings_summary(spec: TaskSpec) -> dict[str, str]:
-    """The settings a reader compares across papers, as short strings (dry-run table, reports)."""
+    """The settings a reader compares across papers, as short strings (dry-run table, reports); the
+    `RAN_WITH` ones describe how the task runs here, `olmes`/`olmes setting` how OLMES ran it."""
     s = spec.settings
     # `prompt_shots`: shots built into the task's own prompt (lm-eval's TruthfulQA), not added by us.
     shots = s.get("num_shots") or s.get("prompt_shots") or 0
@@ -94,6 +98,7 @@ def settings_summary(spec: TaskSpec) -> dict[str, str]:
     return {
         "task": spec.name,
         "olmes": str(s.get("olmes_id") or "-"),
+        "olmes setting": str(s.get("olmes_setting") or "-"),
         "runner": runner,
         "shots": f"{shots}{cot}",
         "metric": spec.metric + (f" (reference: {s['reference']})" if s.get("reference") else ""),

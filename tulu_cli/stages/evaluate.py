@@ -22,7 +22,14 @@ from tulu_cli.eval.results import (
     write_rejects,
     write_results,
 )
-from tulu_cli.eval.tasks import TaskConfigError, TaskSpec, config_hash, select_tasks
+from tulu_cli.eval.tasks import (
+    RAN_WITH,
+    TaskConfigError,
+    TaskSpec,
+    config_hash,
+    select_tasks,
+    settings_summary,
+)
 from tulu_cli.runlog import MetricsLogger
 
 
@@ -63,8 +70,11 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
 
 def run_task(spec: TaskSpec, model: EvalModel, resolved: dict) -> tuple[TaskResult, list[dict], list]:
     """Run one task; errors become a result with status `error` so a long suite keeps going."""
+    summary = settings_summary(spec)
     result = TaskResult(task=spec.name, type=spec.type, metric=spec.metric, value=None, n=0,
-                        settings=spec.settings, settings_hash=spec.settings_hash)
+                        settings=spec.settings, settings_hash=spec.settings_hash,
+                        ran_with={key: summary[key] for key in RAN_WITH},
+                        olmes={"id": summary["olmes"], "setting": summary["olmes setting"]})
     if spec.type == "external":
         result.status, result.detail = "not_run", str(spec.settings["reason"])
         return result, [], []
