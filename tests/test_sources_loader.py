@@ -315,3 +315,19 @@ def test_later_rows_that_fit_the_first_rows_types_are_written_in_one_pass(tmp_pa
     loaded = load_source(str(source))
     assert loaded.dataset.column_names == ["id", "messages", "note"]
     assert rows_of(loaded)[998:] == first[998:] + [later[0], {**later[1], "note": None}]
+
+
+def _load_in_process(path: str) -> tuple[list[dict], list[tuple[int, str]]]:
+    loaded = load_source(path)
+    return rows_of(loaded), [(r.row, r.reason) for r in loaded.rejects]
+
+
+def test_ranks_that_load_one_new_file_at_once_all_get_every_row(tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows = [{"id": i, "messages": chat(f"q{i}")} for i in range(5000)]
+    source = write_lines(tmp_path / "shared.jsonl", rows[:2500] + [b"{bad"] + rows[2500:])
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_load_in_process, [str(source)] * 2))
+    assert all(result == (rows, [(2501, "unparsable_line")]) for result in results)
