@@ -331,3 +331,11 @@ def test_ranks_that_load_one_new_file_at_once_all_get_every_row(tmp_path):
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_load_in_process, [str(source)] * 2))
     assert all(result == (rows, [(2501, "unparsable_line")]) for result in results)
+
+
+def test_tokenizer_training_files_go_through_the_loader(tmp_path):
+    from tulu_cli.modeling import load_tokenizer
+
+    source = write_lines(tmp_path / "tok.jsonl", [{"messages": chat("hello there")}, b'{"messages": "\xff"}'])
+    with pytest.raises(ValueError, match=r"tok\.jsonl' row 2: invalid_utf8"):
+        load_tokenizer({"train_tokenizer": {"files": [str(source)], "vocab_size": 300}}, tmp_path)

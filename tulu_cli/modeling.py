@@ -5,7 +5,6 @@ bundled data."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -71,10 +70,15 @@ def train_tokenizer(texts: Iterator[str], vocab_size: int):
 
 def _message_texts(files: list[Path]) -> Iterator[str]:
     from tulu_cli.data.chat import render
+    from tulu_cli.data.sources import load_source, row_dict
 
     for path in files:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
+        loaded = load_source(str(path))
+        if loaded.rejects:
+            bad = loaded.rejects[0]
+            raise ValueError(f"tokenizer training file {str(path)!r} row {bad.row}: {bad.reason}: {bad.detail}")
+        for example in loaded.dataset:
+            row = row_dict(example)
             for key in ("messages", "chosen", "rejected"):
                 if row.get(key):
                     yield render(row[key], EOS)[0]
