@@ -117,3 +117,16 @@ def test_compare_tabulates_runs_flags_settings_drift_and_plots(tiny_eval_run, tm
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = run_tulu("eval", "compare", str(tmp_path / "nowhere"), check=False)
     assert missing.returncode == 2 and "no results.json" in missing.stdout
+
+
+def test_tulu3_unseen_dry_run_lists_the_held_out_suite(tmp_path):
+    result = run_tulu("eval", "conf=tulu3_unseen", "--dry-run", f"output_dir={tmp_path}")
+    resolved = OmegaConf.to_container(OmegaConf.load(tmp_path / "config.yaml"), resolve=True)
+    assert list(resolved["tasks"]) == ["agieval", "gpqa", "mmlu_pro", "deepmind_math", "bigcodebench_hard",
+                                       "bigcodebench"]
+    statuses = {spec.name: task_status(spec, resolved) for spec in select_tasks(resolved["tasks"], None)}
+    assert {name for name, status in statuses.items() if status.startswith("runnable")} == {
+        "agieval", "gpqa", "mmlu_pro"}
+    assert "gated Idavidrein/gpqa" in statuses["gpqa"]
+    assert resolved["tasks"]["mmlu_pro"]["num_shots"] == 0 and resolved["generation"]["temperature"] == 0.0
+    assert "suite tulu3_unseen: 6 tasks" in result.stdout and "mmlu_pro:0shot_cot::tulu3" in result.stdout

@@ -101,6 +101,7 @@ def task_status(spec: TaskSpec, resolved: Mapping[str, Any]) -> str:
         needs = [] if local else [f"hub dataset {path} (network)"]
     if isinstance(needs, str):
         return f"not runnable: {needs}"
+    needs += [str(need) for need in spec.get("needs", [])]  # what the config says the task needs besides
     return "runnable" + (f"; needs: {', '.join(needs)}" if needs else "")
 
 
