@@ -29,6 +29,7 @@ QUICK = [
     "grpo.samples_per_prompt=2",
     "ppo.prompts_per_rollout=8",
     "ppo.epochs_per_rollout=2",
+    "ppo.value_warmup_steps=1",
     "train.per_device_batch_size=4",
     "rollout.response_length=12",
 ]
@@ -73,6 +74,8 @@ def test_grpo_short_run_writes_metrics_checkpoint_and_final_policy(tmp_path, sta
 def test_ppo_short_run_trains_policy_and_value_model(tmp_path, start_model):
     metrics = short_run(tmp_path, start_model, "ppo", ("value_loss", "value_clip_fraction"))
     assert all(row["updates"] == 2 and row["skipped_updates"] == 0 for row in metrics)
+    # The first rollout batch trains the value model alone (value warm-up), the second both.
+    assert [row["policy_trained"] for row in metrics] == [0.0, 1.0]
     # The random start policy rarely stops within 12 tokens; those responses get the -10 penalty.
     assert metrics[0]["stop_rate"] < 1 and metrics[0]["reward"] < 0
     changed = load_file(str(tmp_path / "final" / "model.safetensors"))
