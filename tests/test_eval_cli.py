@@ -52,6 +52,8 @@ def test_tulu3_dev_dry_run_lists_every_task_with_its_settings(tmp_path):
     assert runnable == set(TULU3_DEV_TASKS) - {"popqa", "alpaca_eval", "safety"}
     assert statuses["mmlu"] == "runnable; needs: its subtasks' hub datasets (network)"
     assert "confirm_run_unsafe_code=true" in statuses["humaneval"]
+    assert (settings["humaneval"].lm_eval_task, settings["humaneval"].metric) == ("tulu_humaneval_pass10",
+                                                                                 "pass@10,create_test")
     assert statuses["popqa"].startswith("not runnable: lm-eval 0.4 has no PopQA task")
     assert "status" in table and "runnable;" in table and "not runnable:" in table and "olmes setting" in table
     assert not (tmp_path / "results.json").exists()
@@ -79,7 +81,7 @@ def test_tiny_eval_of_an_untrained_model_writes_results_and_predictions(tiny_eva
         assert entry["model"].endswith("base") and entry["config_hash"] == document["config_hash"]
         assert entry["settings"]["type"] in ("generative", "multiple_choice") and entry["settings_hash"]
         assert 0.0 <= entry["value"] <= 1.0
-        assert set(entry["ran_with"]) == {"runner", "shots", "metric", "max tokens", "chat template"}
+        assert set(entry["ran_with"]) == {"runner", "shots", "metric", "decoding", "max tokens", "chat template"}
         assert set(entry["olmes"]) == {"id", "setting"}
     assert document["tasks"]["gsm_tiny"]["value"] == 0.0
     assert document["tasks"]["gsm_tiny"]["ran_with"]["metric"] == document["tasks"]["gsm_tiny"]["metric"]

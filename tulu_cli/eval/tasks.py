@@ -78,7 +78,7 @@ def select_tasks(tasks: Mapping[str, Any], only: list[str] | None) -> list[TaskS
     return [parse_task(name, tasks[name]) for name in names]
 
 
-RAN_WITH = ("runner", "shots", "metric", "max tokens", "chat template")
+RAN_WITH = ("runner", "shots", "metric", "decoding", "max tokens", "chat template")
 
 
 def settings_summary(spec: TaskSpec) -> dict[str, str]:
@@ -102,6 +102,8 @@ def settings_summary(spec: TaskSpec) -> dict[str, str]:
         "runner": runner,
         "shots": f"{shots}{cot}",
         "metric": spec.metric + (f" (reference: {s['reference']})" if s.get("reference") else ""),
+        "decoding": (f"sampled, temperature {s['temperature']}, top-p {s.get('top_p', 1.0)}"
+                     if s.get("temperature") else "the suite's"),
         "max tokens": str(max_tokens) if max_tokens else "-",
         "chat template": str(s.get("chat_template", "tulu")),
         "notes": str(s.get("reason") or ""),
