@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 
 import pytest
@@ -190,3 +191,16 @@ def test_no_network_and_no_nltk_data(tmp_path, monkeypatch):
     ]:
         truth = json.dumps({"instruction_id_list": [instruction_id], "kwargs": [kwargs]})
         assert verify("ifeval", response, truth) == 1.0, instruction_id
+
+
+def test_capital_word_count_skips_only_sentences_without_capital_words():
+    from tulu_cli.rewards.ifeval_checks import _capital_words
+    from tulu_cli.rewards.text_split import treebank_words
+
+    pieces = ["Hello", "there", "I", "In't", "isn't", "'Tis", "Can", "cannot", "Cannot", "GIMME", "Gimme", "NASA",
+              "a", "A", "x.", "Y.", '"Quoted"', "'single'", "don't", "DON'T", "Don't", "I'm", "ÉCOLE", "École", "ϒ",
+              "(Paren)", "...", "?", "!", ",", "aB", "D'ye", "Wanna", "WANNA", "\n", "«Hi»", "I’m", "U.S."]  # fmt: skip
+    rng = random.Random(1)
+    for _ in range(3000):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        assert list(_capital_words(text)) == [word for word in treebank_words(text) if word.isupper()], text

@@ -288,10 +288,21 @@ def startend_quotation(kwargs: Mapping[str, Any]) -> Check:
     return check
 
 
+def _may_hold_capital_word(sentence: str) -> bool:
+    """False only when no Treebank token of `sentence` can be all capitals: no upper-case letter after the
+    first character, and a capital first letter followed by a lower-case one. Tokenisation splits
+    between two letters only in contractions, and of those only "n't" can leave one capital alone."""
+    text = sentence.lstrip()
+    if "n't" in text.lower() or any(char.isupper() for char in text[1:]):
+        return True
+    return text[:1].isupper() and not text[1:2].islower()
+
+
 def _capital_words(text: str) -> Iterator[str]:
-    """The all-capital words of NLTK's `word_tokenize(text)`; all-lowercase sentences are skipped unsplit."""
+    """The all-capital words of NLTK's `word_tokenize(text)`, tokenising only the sentences that may
+    hold one (most sentences only start with a capital)."""
     for sentence in split_sentences(text):
-        if not sentence.islower():
+        if _may_hold_capital_word(sentence):
             yield from (word for word in treebank_sentence_words(sentence) if word.isupper())
 
 
