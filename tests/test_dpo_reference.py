@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from tulu_cli.config import assets_dir, conf_dir
 from tulu_cli.data.preference_data import prepare_preferences
 from tulu_cli.train import reference as ref
+from tulu_cli.train.batching import read_rows
 from tulu_cli.train.logprobs import forward_logits, token_logprobs
 from tulu_cli.train.pair_logprobs import dataset_logprobs, forward_pairs
 
@@ -35,8 +36,8 @@ def separate_logprob(model, ids, labels) -> tuple[float, int]:
 def test_concatenated_pass_equals_one_pass_per_sequence(setup, packing):
     _, tokenizer, model, pairs, _ = setup
     with torch.no_grad():
-        together = forward_pairs(model, pairs[:4], tokenizer.pad_token_id, packing, "cpu")
-        for row, pair in enumerate(pairs[:4]):
+        together = forward_pairs(model, read_rows(pairs, range(4)), tokenizer.pad_token_id, packing, "cpu")
+        for row, pair in enumerate(read_rows(pairs, range(4))):
             for side in ("chosen", "rejected"):
                 total, tokens = separate_logprob(model, pair[f"{side}_input_ids"], pair[f"{side}_labels"])
                 assert getattr(together, side)[row].item() == pytest.approx(total, abs=1e-4)
@@ -50,7 +51,7 @@ def test_dataset_pass_matches_micro_batches_and_cache_is_reused(setup, tmp_path)
     first, hit = ref.cached_reference(accelerator, model, pairs, tmp_path, key, 5, tokenizer.pad_token_id, True, {})
     assert not hit and (tmp_path / key / "logprobs.pt").exists() and (tmp_path / key / "meta.json").exists()
     with torch.no_grad():
-        direct = forward_pairs(model, pairs[5:7], tokenizer.pad_token_id, True, "cpu")
+        direct = forward_pairs(model, read_rows(pairs, [5, 6]), tokenizer.pad_token_id, True, "cpu")
     assert first.chosen[5:7].tolist() == pytest.approx(direct.chosen.tolist(), abs=1e-4)
     assert first.rejected[5:7].tolist() == pytest.approx(direct.rejected.tolist(), abs=1e-4)
     # A later run (another model object, same weights) loads the stored numbers: no forward pass runs.
@@ -71,12 +72,16 @@ def test_cache_key_covers_model_data_and_tokenisation(setup, tmp_path):
     model_cfg, tokenizer, model, pairs, _ = setup
     identity = ref.model_identity(model_cfg, 0, "no")
     key = ref.cache_key(identity, pairs, True)
-    assert key == ref.cache_key(ref.model_identity(model_cfg, 0, "no"), [dict(p) for p in pairs], True)
+    # The key depends on the token ids, not on where the rows are stored.
+    import datasets
+
+    copy = datasets.Dataset.from_list([dict(pair) for pair in pairs])
+    assert key == ref.cache_key(ref.model_identity(model_cfg, 0, "no"), copy, True)
     shorter, _ = prepare_preferences(str(assets_dir() / "tiny" / "prefs_test.jsonl"), {"max_rows": 12}, 40,
                                      tokenizer, None)
     different = {
         "max_seq_length": ref.cache_key(identity, shorter, True),
-        "data": ref.cache_key(identity, pairs[1:], True),
+        "data": ref.cache_key(identity, pairs.select(range(1, len(pairs))), True),
         "packing": ref.cache_key(identity, pairs, False),
         "seed": ref.cache_key(ref.model_identity(model_cfg, 1, "no"), pairs, True),
         "precision": ref.cache_key(ref.model_identity(model_cfg, 0, "bf16"), pairs, True),

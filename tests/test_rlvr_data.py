@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tulu_cli.data.chat import render_prompt
-from tulu_cli.train.rl.data import prepare_rlvr
+from tulu_cli.train.rl.data import prepare_rlvr, prompt_rows
 from tulu_cli.train.rl.experience import response_outputs
 from tulu_cli.train.rl.models import PolicyAndValue, ValueModel
 
@@ -32,8 +32,10 @@ def test_prepare_rlvr_keeps_good_rows_and_sets_bad_ones_aside_with_reasons(tmp_p
     ]
     source = tmp_path / "rlvr.jsonl"
     write_rows(source, rows)
-    kept, report = prepare_rlvr(OmegaConf.create({"train": str(source)}), tiny_tokenizer, 64, tmp_path)
-    assert len(kept) == 2 and report.rows_kept == 2 and report.rows_read == 8
+    prepared, report = prepare_rlvr(OmegaConf.create({"train": str(source)}), tiny_tokenizer, 64, tmp_path)
+    assert len(prepared) == 2 and report.rows_kept == 2 and report.rows_read == 8
+    kept = prompt_rows(prepared, [0, 1])
+    assert kept[1].messages == user and kept[1].dataset == "GSM8K"
     assert kept[0].prompt == kept[1].prompt == render_prompt(user)
     assert kept[0].prompt_ids == tiny_tokenizer(render_prompt(user), add_special_tokens=False)["input_ids"]
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]

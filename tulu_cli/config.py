@@ -37,6 +37,12 @@ def assets_dir() -> Path:
     return Path(__file__).resolve().parent / "assets"
 
 
+def user_cache_dir(name: str) -> Path:
+    """`$XDG_CACHE_HOME/tulu/NAME` (default ~/.cache/tulu/NAME): caches a later run may reuse."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tulu" / name
+
+
 def register_resolvers() -> None:
     """`${asset:tiny/sft_train.jsonl}` names a bundled file by its path under assets/."""
     if not OmegaConf.has_resolver("asset"):

@@ -36,6 +36,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         handle.write(text)
 
 
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy the UTF-8 text file `source` to `path` atomically (see `atomic_open`)."""
+    with open(source, encoding="utf-8") as original, atomic_open(path) as handle:
+        shutil.copyfileobj(original, handle)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tulu_cli.data.chat import IGNORE_INDEX, tokenize_conversation
-from tulu_cli.data.encoded import NO_ERROR, DataReport, encode_source, error_fields
+from tulu_cli.data.encoded import NO_ERROR, DataReport, encode_source, error_fields, token_features
 from tulu_cli.data.sources import row_dict
 from tulu_cli.data.validate import RowError, check_assistant_last, check_messages, check_same_prompt
 
@@ -80,11 +80,11 @@ def encode_preference_example(example: dict, tokenizer, max_length: int, loss_to
 
 
 def prepare_preferences(source: str, data_cfg: Any, max_length: int, tokenizer,
-                        rejects_path: Path | None, loss_tokens: str = "all_turns") -> tuple[list[dict], DataReport]:
-    """Encoded pairs of `source` as row dicts (COLUMNS) and the report; rejects go to `rejects_path`."""
+                        rejects_path: Path | None, loss_tokens: str = "all_turns") -> tuple[Any, DataReport]:
+    """Encoded pairs of `source` (a memory-mapped dataset of COLUMNS) and the report; rejects go to
+    `rejects_path`. Read a micro-batch of pairs with `batching.read_rows`."""
     fn_kwargs = {"tokenizer": tokenizer, "max_length": max_length, "loss_tokens": loss_tokens}
-    dataset, report = encode_source(source, data_cfg, encode_preference_example, fn_kwargs, COLUMNS, rejects_path)
-    return dataset.to_list(), report
+    return encode_source(source, data_cfg, encode_preference_example, fn_kwargs, token_features(COLUMNS), rejects_path)
 
 
 def pair_sequences(pairs: list[dict]) -> list[dict]:

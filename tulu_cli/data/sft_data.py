@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from tulu_cli.data.chat import IGNORE_INDEX, tokenize_conversation
-from tulu_cli.data.encoded import NO_ERROR, DataReport, encode_source, error_fields, write_rejects
+from tulu_cli.data.encoded import (
+    NO_ERROR,
+    DataReport,
+    encode_source,
+    error_fields,
+    token_features,
+    write_rejects,
+)
 from tulu_cli.data.sources import row_dict
 from tulu_cli.data.validate import RowError, check_assistant_last, check_messages
 
@@ -29,7 +36,7 @@ def encode_sft_example(example: dict, tokenizer, max_length: int) -> dict:
 
 
 def prepare_sft(data_cfg: Any, max_length: int, tokenizer, run_dir: Path, main_process: bool = True):
-    """Return (dataset with input_ids/labels, DataReport); rejects go to RUN_DIR/rejects.jsonl."""
+    """Return (memory-mapped dataset with input_ids/labels, DataReport); rejects go to RUN_DIR/rejects.jsonl."""
     return encode_source(str(data_cfg["train"]), data_cfg, encode_sft_example,
-                         {"tokenizer": tokenizer, "max_length": max_length}, ["input_ids", "labels"],
+                         {"tokenizer": tokenizer, "max_length": max_length}, token_features(["input_ids", "labels"]),
                          run_dir / "rejects.jsonl" if main_process else None)

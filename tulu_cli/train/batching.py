@@ -1,12 +1,16 @@
 """Which rows each rank trains on at each optimizer step, and how a micro-batch becomes tensors.
 
 The order is a seeded permutation per epoch, so the position in training is just the optimizer
-step: resuming at step k replays exactly the batches an uninterrupted run would have seen.
+step: resuming at step k replays exactly the batches an uninterrupted run would have seen. Rows
+stay in their memory-mapped dataset; `read_rows` reads only a micro-batch's rows into Python.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import torch
 
@@ -49,13 +53,27 @@ class BatchPlan:
 
     def micro_batches(self, step: int, rank: int) -> list[list[int]]:
         """Row indices of this rank's micro-batches for optimizer step `step` (0-based)."""
-        generator = torch.Generator().manual_seed(self.seed + self.epoch_of(step))
-        order = torch.randperm(self.rows, generator=generator)
+        order = epoch_order(self.rows, self.seed + self.epoch_of(step))
         start = (step % self.steps_per_epoch) * self.effective_batch_size
         rows = order[start:start + self.effective_batch_size].tolist()
         mine = rows[rank::self.world_size]
         size = self.per_device_batch_size
         return [mine[i:i + size] for i in range(0, len(mine), size)]
+
+
+@lru_cache(maxsize=1)
+def epoch_order(rows: int, seed: int) -> torch.Tensor:
+    """The seeded permutation of one epoch (an int64 tensor, computed once per epoch, not per step)."""
+    return torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
+
+
+def read_rows(dataset: Any, indices: Sequence[int]) -> list[dict]:
+    """Rows `indices` of `dataset` (a datasets.Dataset, read from its Arrow buffers) as dicts."""
+    if not len(indices):
+        return []
+    columns = dataset[list(indices)]
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*(columns[name] for name in names), strict=True)]
 
 
 def collate(examples: list[dict], pad_id: int, packing: bool) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -18,6 +19,7 @@ from tulu_cli.data.preference_data import LOSS_TOKENS, prepare_preferences, sequ
 from tulu_cli.entry import StageError, entrypoint
 from tulu_cli.io import atomic_write_json
 from tulu_cli.modeling import load_tokenizer
+from tulu_cli.train.batching import read_rows
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
 from tulu_cli.train.dpo_losses import LOSS_TYPES, REFERENCE_FREE, PreferenceLoss, preference_loss
 from tulu_cli.train.loop import (
@@ -62,7 +64,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     train_started, eval_seconds = time.time(), 0.0
     for step in range(start_step, plan.total_steps):
         for rows in plan.micro_batches(step, accelerator.process_index):
-            batch = [pairs[i] for i in rows]
+            batch = read_rows(pairs, rows)
             with accelerator.accumulate(model):
                 policy = forward_pairs(model, batch, tokenizer.pad_token_id, train.packing, accelerator.device)
                 ref = reference.for_rows(rows, batch, accelerator.device) if reference else None
@@ -76,7 +78,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             logger.log(done, **window.metrics(accelerator), lr=scheduler.get_last_lr()[0],
                        grad_norm=float(grad_norm) if grad_norm is not None else None,
                        epoch=round(done / plan.steps_per_epoch, 3))
-        if eval_pairs and is_due(done, train.eval_every or plan.total_steps, plan.total_steps):
+        if eval_pairs is not None and is_due(done, train.eval_every or plan.total_steps, plan.total_steps):
             eval_started = time.time()
             logger.log(done, **evaluate(cfg, accelerator, model, tokenizer, eval_pairs, reference))
             eval_seconds += time.time() - eval_started
@@ -106,8 +108,9 @@ def check_options(cfg: DictConfig) -> None:
         raise StageError(f"loss_tokens must be one of {', '.join(LOSS_TOKENS)}, got {cfg.loss_tokens!r}")
 
 
-def load_pairs(cfg: DictConfig, tokenizer, run_dir: Path, main_process: bool) -> tuple[list[dict], list[dict]]:
-    """Encoded training pairs and held-out pairs (empty without `data.eval`); rejects files in the run dir."""
+def load_pairs(cfg: DictConfig, tokenizer, run_dir: Path, main_process: bool) -> tuple[Any, Any]:
+    """Encoded training pairs and held-out pairs (None without `data.eval`), as memory-mapped datasets;
+    rejects files in the run dir."""
     length = cfg.train.max_seq_length
     loss_tokens = cfg.get("loss_tokens", "all_turns")
     pairs, report = prepare_preferences(cfg.data.train, cfg.data, length, tokenizer,
@@ -116,7 +119,7 @@ def load_pairs(cfg: DictConfig, tokenizer, run_dir: Path, main_process: bool) ->
         print(f"data: {report.to_json()}", flush=True)
     require_rows(report)
     if not cfg.data.get("eval"):
-        return pairs, []
+        return pairs, None
     eval_pairs, eval_report = prepare_preferences(cfg.data.eval, cfg.data, length, tokenizer,
                                                   run_dir / "rejects_eval.jsonl" if main_process else None,
                                                   loss_tokens)
@@ -126,7 +129,7 @@ def load_pairs(cfg: DictConfig, tokenizer, run_dir: Path, main_process: bool) ->
     return pairs, eval_pairs
 
 
-def build_reference(cfg: DictConfig, accelerator, model, tokenizer, pairs: list[dict], eval_pairs: list[dict]):
+def build_reference(cfg: DictConfig, accelerator, model, tokenizer, pairs, eval_pairs):
     """The reference of the run: cached log-probs, an online frozen model, or None (reference-free loss)."""
     from tulu_cli.train import reference as ref
 
@@ -137,13 +140,14 @@ def build_reference(cfg: DictConfig, accelerator, model, tokenizer, pairs: list[
         from tulu_cli.modeling import load_model
 
         frozen = load_model(cfg.model, tokenizer, cfg.seed).to(accelerator.device).eval().requires_grad_(False)
-        evaluation = dataset_logprobs(accelerator, frozen, eval_pairs, batch_size, pad_id, packing) if eval_pairs else None
+        evaluation = (dataset_logprobs(accelerator, frozen, eval_pairs, batch_size, pad_id, packing)
+                      if eval_pairs is not None else None)
         return ref.OnlineReference(frozen, evaluation, pad_id, packing, accelerator)
     root = ref.cache_dir(cfg.reference.cache_dir)
     identity = ref.model_identity(cfg.model, cfg.seed, cfg.launcher.mixed_precision)
     entries = {}
     for name, rows in (("train", pairs), ("eval", eval_pairs)):
-        if not rows:
+        if rows is None:
             continue
         key = ref.cache_key(identity, rows, packing)
         meta = {"model": identity, "source": str(cfg.data[name]), "max_seq_length": cfg.train.max_seq_length}
@@ -159,7 +163,7 @@ def compute_loss(loss_cfg: DictConfig, policy, reference) -> PreferenceLoss:
                            float(loss_cfg.simpo_gamma_beta_ratio))
 
 
-def evaluate(cfg: DictConfig, accelerator, model, tokenizer, eval_pairs: list[dict], reference) -> dict:
+def evaluate(cfg: DictConfig, accelerator, model, tokenizer, eval_pairs, reference) -> dict:
     """Loss and rewards of the current policy on the held-out pairs (`eval/...` metrics)."""
     policy = dataset_logprobs(accelerator, model, eval_pairs, cfg.reference.batch_size, tokenizer.pad_token_id,
                               cfg.train.packing)

@@ -11,7 +11,7 @@ import math
 import torch
 
 from tulu_cli.data.preference_data import pair_sequences
-from tulu_cli.train.batching import collate, sequence_index
+from tulu_cli.train.batching import collate, read_rows, sequence_index
 from tulu_cli.train.dpo_losses import PairLogprobs
 from tulu_cli.train.logprobs import forward_logits, sequence_logprobs
 
@@ -25,9 +25,9 @@ def forward_pairs(model, pairs: list[dict], pad_id: int, packing: bool, device) 
     return PairLogprobs(sums[:count], sums[count:], tokens[:count], tokens[count:])
 
 
-def dataset_logprobs(accelerator, model, pairs: list[dict], batch_size: int, pad_id: int,
-                     packing: bool) -> PairLogprobs:
-    """Log-probs of every pair (float64, on CPU, every rank gets all of them), without gradients.
+def dataset_logprobs(accelerator, model, pairs, batch_size: int, pad_id: int, packing: bool) -> PairLogprobs:
+    """Log-probs of every pair of the dataset `pairs` (float64, on CPU, every rank gets all of them),
+    without gradients. Pairs are read from the dataset one forward pass at a time.
 
     Each rank scores every world_size-th pair; every rank runs the same number of forward passes
     (a rank short of pairs repeats one and discards it), as sharded models (ZeRO-3) require.
@@ -41,7 +41,7 @@ def dataset_logprobs(accelerator, model, pairs: list[dict], batch_size: int, pad
     with torch.no_grad():
         for number in range(passes):
             rows = mine[number * batch_size:(number + 1) * batch_size]
-            scored = forward_pairs(model, [pairs[i] for i in rows or [0]], pad_id, packing, accelerator.device)
+            scored = forward_pairs(model, read_rows(pairs, rows or [0]), pad_id, packing, accelerator.device)
             if rows:
                 values[:, rows] = torch.stack([scored.chosen, scored.rejected, scored.chosen_tokens,
                                                scored.rejected_tokens]).double().cpu()

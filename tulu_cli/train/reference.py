@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,16 @@ from omegaconf import OmegaConf
 
 from tulu_cli.train.dpo_losses import PairLogprobs
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Pairs hashed per block by `data_digest`.
+DIGEST_ROWS = 4096
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json")
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tulu" / "ref_logprobs"
+    from tulu_cli.config import user_cache_dir
+
+    return user_cache_dir("ref_logprobs")
 
 
 def cache_dir(configured: str | None) -> Path:
@@ -50,18 +52,23 @@ def model_identity(model_cfg: Any, seed: int, precision: str) -> dict:
     return identity
 
 
-def data_digest(pairs: list[dict]) -> str:
-    """A hash of every pair's token ids and labels, in order."""
+def data_digest(pairs) -> str:
+    """A hash of every pair's token ids and labels, in order, read from the dataset's Arrow buffers
+    a block of rows at a time (per block and column: the row lengths, then the values)."""
+    import pyarrow.compute as pc
+
     digest = hashlib.blake2b(digest_size=16)
-    for pair in pairs:
+    table = pairs.with_format("arrow")
+    for start in range(0, len(pairs), DIGEST_ROWS):
+        block = table[start:start + DIGEST_ROWS]
         for column in ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"):
-            values = np.asarray(pair[column], dtype=np.int64)
-            digest.update(len(values).to_bytes(8, "little"))
-            digest.update(values.tobytes())
+            values = block[column].combine_chunks()
+            digest.update(pc.list_value_length(values).to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+            digest.update(values.flatten().to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
     return digest.hexdigest()
 
 
-def cache_key(identity: dict, pairs: list[dict], packing: bool) -> str:
+def cache_key(identity: dict, pairs, packing: bool) -> str:
     description = {"version": FORMAT_VERSION, "model": identity, "data": data_digest(pairs), "packing": packing}
     return hashlib.blake2b(json.dumps(description, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
@@ -88,7 +95,7 @@ def store(root: Path, key: str, logprobs: PairLogprobs, meta: dict) -> Path:
     return target
 
 
-def cached_reference(accelerator, model, pairs: list[dict], root: Path, key: str, batch_size: int, pad_id: int,
+def cached_reference(accelerator, model, pairs, root: Path, key: str, batch_size: int, pad_id: int,
                      packing: bool, meta: dict) -> tuple[PairLogprobs, bool]:
     """(reference log-probs of `pairs`, whether they came from the cache).
 

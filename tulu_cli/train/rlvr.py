@@ -28,7 +28,7 @@ from tulu_cli.train.batching import BatchPlan
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
 from tulu_cli.train.loop import is_due, require_rows, resume_or_start
 from tulu_cli.train.optim import build_optimizer, build_scheduler
-from tulu_cli.train.rl.data import prepare_rlvr
+from tulu_cli.train.rl.data import prepare_rlvr, prompt_rows
 from tulu_cli.train.rl.engine_check import check_engine_logprobs
 from tulu_cli.train.rl.experience import experience_stats, make_experience
 from tulu_cli.train.rl.kl import ESTIMATORS
@@ -111,7 +111,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         started = time.time()
         generator.manual_seed(cfg.seed * 100_003 + step)
         rows_per_rank = [
-            [rows[i] for i in plan.micro_batches(step, rank)[0]] for rank in range(state.num_processes)
+            prompt_rows(rows, plan.micro_batches(step, rank)[0]) for rank in range(state.num_processes)
         ]
         sampling = SamplingConfig(
             max_new_tokens=rollout.response_length,

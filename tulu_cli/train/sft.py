@@ -17,7 +17,7 @@ from tulu_cli.config import assets_dir
 from tulu_cli.data.sft_data import prepare_sft
 from tulu_cli.entry import StageError, entrypoint
 from tulu_cli.modeling import load_tokenizer
-from tulu_cli.train.batching import collate, count_trainable
+from tulu_cli.train.batching import collate, count_trainable, read_rows
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
 from tulu_cli.train.logprobs import forward_logits, token_logprobs
 from tulu_cli.train.loop import (
@@ -42,8 +42,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     if state.is_main_process:
         print(f"data: {report.to_json()}", flush=True)
     require_rows(report)
-    examples = dataset.to_list()
-    plan = build_plan(len(examples), train, state.num_processes, cfg.seed)
+    plan = build_plan(len(dataset), train, state.num_processes, cfg.seed)
     trainable = prepare_trainable(cfg, tokenizer, plan)
     accelerator, model, optimizer, scheduler = (trainable.accelerator, trainable.model, trainable.optimizer,
                                                 trainable.scheduler)
@@ -60,7 +59,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     grad_norm = None
     window_start = time.time()
     for step in range(start_step, plan.total_steps):
-        micro_batches = [[examples[i] for i in rows] for rows in plan.micro_batches(step, accelerator.process_index)]
+        micro_batches = [read_rows(dataset, rows) for rows in plan.micro_batches(step, accelerator.process_index)]
         local_tokens = sum(count_trainable(batch) for batch in micro_batches)
         global_tokens = all_reduce_sum(accelerator, local_tokens)
         step_loss_sum = 0.0

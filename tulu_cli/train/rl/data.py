@@ -9,16 +9,18 @@ budget.
 
 from __future__ import annotations
 
-from collections import Counter
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tulu_cli.data.chat import render_prompt
-from tulu_cli.data.encoded import DataReport, write_rejects
-from tulu_cli.data.sources import Reject, load_source, row_dict
+from tulu_cli.data.encoded import NO_ERROR, DataReport, encode_source, error_fields, token_features
+from tulu_cli.data.sources import row_dict
 from tulu_cli.data.validate import RowError, check_ground_truth, check_messages
-from tulu_cli.rewards.registry import get_verifier
+from tulu_cli.rewards.registry import get_verifier, known_datasets
+from tulu_cli.train.batching import read_rows
 
 
 @dataclass(frozen=True)
@@ -63,30 +65,38 @@ def check_rlvr_row(row: dict, tokenizer, max_prompt_length: int) -> PromptRow:
     return PromptRow(messages, prompt, prompt_ids, truth, dataset)
 
 
+def encode_rlvr_example(example: dict, tokenizer, max_prompt_length: int, verifiers: tuple[str, ...]) -> dict:
+    """The prompt columns of a row, or the reason it cannot be used (`error_*` set).
+
+    `verifiers` (the registered dataset names) is an option so that the cache key covers it.
+    """
+    try:
+        row = check_rlvr_row(row_dict(example), tokenizer, max_prompt_length)
+    except RowError as error:
+        return {"messages": "", "prompt": "", "prompt_ids": [], "ground_truth": "", "dataset": "",
+                "truncated": False, **error_fields(error)}
+    return {"messages": json.dumps(row.messages, ensure_ascii=False), "prompt": row.prompt,
+            "prompt_ids": row.prompt_ids, "ground_truth": row.ground_truth, "dataset": row.dataset,
+            "truncated": False, **NO_ERROR}
+
+
+def prompt_rows(dataset: Any, indices: Sequence[int]) -> list[PromptRow]:
+    """Prompt rows `indices` of a prepared dataset (only these rows are read)."""
+    return [PromptRow(json.loads(row["messages"]), row["prompt"], row["prompt_ids"], row["ground_truth"],
+                      row["dataset"]) for row in read_rows(dataset, indices)]
+
+
 def prepare_rlvr(
     data_cfg: Any, tokenizer, max_prompt_length: int, run_dir: Path, main_process: bool = True
-) -> tuple[list[PromptRow], DataReport]:
-    """Usable prompt rows and a report; rejects go to RUN_DIR/rejects.jsonl."""
-    loaded = load_source(
-        data_cfg["train"],
-        data_cfg.get("split", "train"),
-        data_cfg.get("config"),
-        data_cfg.get("revision"),
-        data_cfg.get("max_rows"),
-    )
-    report = DataReport(source=str(data_cfg["train"]), rows_read=len(loaded.dataset) + len(loaded.rejects))
-    rows: list[PromptRow] = []
-    rejects = list(loaded.rejects)
-    for index, example in enumerate(loaded.dataset):
-        row = row_dict(example)
-        try:
-            rows.append(check_rlvr_row(row, tokenizer, max_prompt_length))
-        except RowError as error:
-            rejects.append(
-                Reject(loaded.row_file(index), loaded.row_number(index), error.field, error.reason, error.detail, row)
-            )
-    report.rows_kept = len(rows)
-    report.rejected = Counter(reject.reason for reject in rejects)
-    if main_process:
-        write_rejects(run_dir / "rejects.jsonl", rejects)
-    return rows, report
+) -> tuple[Any, DataReport]:
+    """Usable prompt rows (a memory-mapped dataset; read them with `prompt_rows`) and a report;
+    rejects go to RUN_DIR/rejects.jsonl."""
+    import datasets
+
+    features = {"messages": datasets.Value("string"), "prompt": datasets.Value("string"),
+                **token_features(["prompt_ids"]), "ground_truth": datasets.Value("string"),
+                "dataset": datasets.Value("string")}
+    options = {"tokenizer": tokenizer, "max_prompt_length": max_prompt_length,
+               "verifiers": tuple(sorted(known_datasets()))}
+    return encode_source(str(data_cfg["train"]), data_cfg, encode_rlvr_example, options, features,
+                         run_dir / "rejects.jsonl" if main_process else None)

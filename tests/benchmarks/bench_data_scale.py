@@ -1,0 +1,194 @@
+"""Data-scale benchmark: host memory of the real SFT stage does not grow with the number of rows.
+
+Run with `make bench` or `pytest tests/benchmarks/bench_data_scale.py -m bench -s`. Sizes (env vars):
+- TULU_BENCH_DATA_ROWS        rows of the large synthetic SFT set (default 500000)
+- TULU_BENCH_DATA_SMALL_ROWS  rows of the small set it is compared with (default 5000)
+- TULU_BENCH_DATA_RATE_ROWS   rows tokenised with 1 and with 2 processes, side by side (default 50000)
+
+Each set is generated here as Parquet (nothing is stored in the repository): two-turn conversations
+of about 500 tokens of the tiny tokenizer, every row different. Each measurement is a real
+`tulu sft conf=tiny` run (2 optimizer steps of 4 rows, max length 512) with its own tokenised-data
+cache. Reported: the peak RSS (VmHWM) of the stage process for the small and the large set (both
+tokenising with 1 process), tokenisation rows/s with 1 and 2 processes, and for a second run on the
+large set (warm cache) the time to the first optimizer step and proof that it did not tokenise.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TULU
+
+ROWS = int(os.environ.get("TULU_BENCH_DATA_ROWS", "500000"))
+SMALL_ROWS = int(os.environ.get("TULU_BENCH_DATA_SMALL_ROWS", "5000"))
+RATE_ROWS = int(os.environ.get("TULU_BENCH_DATA_RATE_ROWS", "50000"))
+TOKENS_PER_ROW = 500
+MAX_LENGTH = 512
+POOL = 512
+GENERATE_BATCH = 10_000
+WORDS = ("seven plus three makes ten and the answer is written in full sentences with care while "
+         "each step of the working names the numbers being added or multiplied before the final "
+         "result appears at the end").split()
+
+
+def conversation_texts(words: int) -> tuple[list[str], list[str]]:
+    """Pools of user texts of `words` / 4 words and assistant texts of `words` words (seeded)."""
+    import random
+
+    rng = random.Random(0)
+    users = [" ".join(rng.choices(WORDS, k=words // 4)) for _ in range(POOL)]
+    answers = [" ".join(rng.choices(WORDS, k=words)) for _ in range(POOL)]
+    return users, answers
+
+
+def words_for_tokens(tokens: int) -> int:
+    """Assistant words that make a rendered row about `tokens` tokens long with the tiny tokenizer."""
+    from omegaconf import OmegaConf
+
+    from tulu_cli.config import assets_dir, conf_dir
+    from tulu_cli.data.chat import tokenize_conversation
+    from tulu_cli.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(OmegaConf.load(conf_dir() / "model" / "tiny.yaml"), assets_dir())
+    users, answers = conversation_texts(100)
+    sample = [tokenize_conversation(tokenizer, [{"role": "user", "content": u}, {"role": "assistant", "content": a}],
+                                    10**6).input_ids for u, a in zip(users[:32], answers[:32], strict=True)]
+    per_100_words = sum(len(ids) for ids in sample) / len(sample)
+    return max(1, int(100 * tokens / per_100_words))
+
+
+def write_sft_parquet(path: Path, rows: int, words: int) -> None:
+    """`rows` distinct two-turn conversations as Parquet, written a batch at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    users, answers = conversation_texts(words)
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    schema = pa.schema([("id", pa.string()), ("messages", pa.list_(message))])
+    with pq.ParquetWriter(str(path), schema) as writer:
+        for start in range(0, rows, GENERATE_BATCH):
+            numbers = range(start, min(start + GENERATE_BATCH, rows))
+            messages = [[{"role": "user", "content": f"question {n}: {users[n % POOL]}"},
+                         {"role": "assistant", "content": f"{n} {answers[(n * 7 + n // POOL) % POOL]}"}]
+                        for n in numbers]
+            table = pa.table({"id": [str(n) for n in numbers], "messages": messages}, schema=schema)
+            writer.write_table(table)
+
+
+def descendants(pid: int) -> list[int]:
+    """Processes below `pid` (from each process's parent id in /proc/PID/stat)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        children = [child for child, parent in parents.items() if parent == current]
+        found += children
+        pending += children
+    return found
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else None
+
+
+def run_stage(name: str, source: Path, work: Path, num_proc: int = 1, cache: Path | None = None) -> dict:
+    """A real `tulu sft` run on `source`; the stage process's peak RSS (polled from /proc), the time
+    to its first optimizer step, and its data report."""
+    run_dir = work / name
+    args = ["sft", "conf=tiny", f"data.train={source}", f"data.num_proc={num_proc}",
+            f"data.cache_dir={cache or work / f'cache_{name}'}", f"output_dir={run_dir}",
+            f"train.max_seq_length={MAX_LENGTH}", "train.max_steps=2", "train.effective_batch_size=4",
+            "train.per_device_batch_size=2", "train.log_every=1", "checkpoint.every_steps=1000"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_DATASETS_CACHE": str(work / "hf_datasets")}
+    started = time.time()
+    process = subprocess.Popen([*TULU, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    peaks: dict[int, tuple[str, float]] = {}
+    first_step: list[float] = []
+
+    def watch() -> None:
+        metrics = run_dir / "metrics.jsonl"
+        while process.poll() is None:
+            for pid in descendants(process.pid):
+                peak = peak_rss_mb(pid)
+                if peak is not None:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    peaks[pid] = (command, max(peak, peaks.get(pid, ("", 0.0))[1]))
+            if not first_step and metrics.exists() and metrics.stat().st_size:
+                first_step.append(time.time() - started)
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    output, _ = process.communicate()
+    watcher.join()
+    if process.returncode != 0:
+        raise AssertionError(f"tulu {' '.join(args)} exited {process.returncode}\n{output[-4000:]}")
+    stage = [peak for command, peak in peaks.values() if "tulu_cli.train.sft" in command]
+    report = ast.literal_eval(re.search(r"^data: (\{.*\})$", output, re.MULTILINE).group(1))
+    return {"stage_peak_rss_mb": round(max(stage), 1), "all_processes_peak_rss_mb": round(max(p for _, p in peaks.values()), 1),
+            "first_step_s": round(first_step[0], 1) if first_step else None, "wall_s": round(time.time() - started, 1),
+            "tokenised": "tokenising" in output, "report": report}
+
+
+@pytest.mark.bench
+def test_stage_memory_does_not_grow_with_rows(tmp_path):
+    words = words_for_tokens(TOKENS_PER_ROW)
+    sources = {}
+    for rows in sorted({SMALL_ROWS, RATE_ROWS, ROWS}):
+        started = time.time()
+        sources[rows] = tmp_path / f"sft_{rows}.parquet"
+        write_sft_parquet(sources[rows], rows, words)
+        print(f"generated {rows} rows in {time.time() - started:.1f}s ({sources[rows].stat().st_size / 2**20:.0f} MiB)",
+              flush=True)
+
+    small = run_stage("small", sources[SMALL_ROWS], tmp_path)
+    rate_one = run_stage("rate_1", sources[RATE_ROWS], tmp_path, num_proc=1)
+    rate_two = run_stage("rate_2", sources[RATE_ROWS], tmp_path, num_proc=2)
+    large = run_stage("large", sources[ROWS], tmp_path)
+    warm = run_stage("large_warm", sources[ROWS], tmp_path, cache=tmp_path / "cache_large")
+
+    def rows_per_s(result: dict) -> float:
+        return round(result["report"]["rows_read"] / result["report"]["encode_s"], 1)
+
+    summary = {
+        "rows": {"small": SMALL_ROWS, "large": ROWS, "rate": RATE_ROWS},
+        "stage_peak_rss_mb": {"small": small["stage_peak_rss_mb"], "large": large["stage_peak_rss_mb"],
+                              "large_warm": warm["stage_peak_rss_mb"]},
+        "rss_growth_mb": round(large["stage_peak_rss_mb"] - small["stage_peak_rss_mb"], 1),
+        "tokenise_rows_per_s": {"num_proc_1": rows_per_s(rate_one), "num_proc_2": rows_per_s(rate_two),
+                                "large_num_proc_1": rows_per_s(large)},
+        "first_step_s": {"large_cold": large["first_step_s"], "large_warm": warm["first_step_s"]},
+        "warm_cache": warm["report"]["cache"], "warm_tokenised": warm["tokenised"],
+        "tokens_per_row_target": TOKENS_PER_ROW, "words_per_answer": words,
+    }
+    print(json.dumps(summary, indent=2), flush=True)
+    assert large["report"]["rows_kept"] == ROWS and large["report"]["cache"] == "miss"
+    assert warm["report"]["cache"] == "hit" and not warm["tokenised"]
+    assert summary["rss_growth_mb"] < 1024, summary
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-m", "bench", "-s", "-q", "-p", "no:cacheprovider"]))
