@@ -119,7 +119,7 @@ def test_micro_batches_read_lazily_equal_the_rows_held_in_memory_before(tmp_path
 
 
 def test_warm_run_reuses_the_tokenised_rows_and_trains_the_same_model(tmp_path):
-    common = ["conf=tiny", "train.max_steps=3", "train.log_every=1", f"data.cache_dir={tmp_path / 'cache'}",
+    common = ["conf=tiny", "train.max_steps=2", "train.log_every=1", f"data.cache_dir={tmp_path / 'cache'}",
               "checkpoint.every_steps=100"]
     cold = run_tulu("sft", *common, f"output_dir={tmp_path / 'cold'}")
     warm = run_tulu("sft", *common, f"output_dir={tmp_path / 'warm'}", "data.num_proc=2")

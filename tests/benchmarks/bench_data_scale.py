@@ -3,7 +3,10 @@
 Run with `make bench` or `pytest tests/benchmarks/bench_data_scale.py -m bench -s`. Sizes (env vars):
 - TULU_BENCH_DATA_ROWS        rows of the large synthetic SFT set (default 500000)
 - TULU_BENCH_DATA_SMALL_ROWS  rows of the small set it is compared with (default 5000)
-- TULU_BENCH_DATA_RATE_ROWS   rows tokenised with 1 and with 2 processes, side by side (default 50000)
+- TULU_BENCH_DATA_RATE_ROWS   rows tokenised with 1 and with 2 processes, side by side (default 20000)
+- TULU_BENCH_DATA_BASELINE    a checkout of an earlier revision (e.g. a `git worktree` of it): the
+                              `baseline` test runs the same stage with its code and with this one on
+                              TULU_BENCH_DATA_SMALL_ROWS and TULU_BENCH_DATA_BASELINE_ROWS (default 20000) rows
 
 Each set is generated here as Parquet (nothing is stored in the repository): two-turn conversations
 of about 500 tokens of the tiny tokenizer, every row different. Each measurement is a real
@@ -31,7 +34,9 @@ from tests.conftest import ROOT, TULU
 
 ROWS = int(os.environ.get("TULU_BENCH_DATA_ROWS", "500000"))
 SMALL_ROWS = int(os.environ.get("TULU_BENCH_DATA_SMALL_ROWS", "5000"))
-RATE_ROWS = int(os.environ.get("TULU_BENCH_DATA_RATE_ROWS", "50000"))
+RATE_ROWS = int(os.environ.get("TULU_BENCH_DATA_RATE_ROWS", "20000"))
+BASELINE = os.environ.get("TULU_BENCH_DATA_BASELINE")
+BASELINE_ROWS = int(os.environ.get("TULU_BENCH_DATA_BASELINE_ROWS", "20000"))
 TOKENS_PER_ROW = 500
 MAX_LENGTH = 512
 POOL = 512
@@ -113,17 +118,19 @@ def peak_rss_mb(pid: int) -> float | None:
     return int(match.group(1)) / 1024 if match else None
 
 
-def run_stage(name: str, source: Path, work: Path, num_proc: int = 1, cache: Path | None = None) -> dict:
-    """A real `tulu sft` run on `source`; the stage process's peak RSS (polled from /proc), the time
-    to its first optimizer step, and its data report."""
+def run_stage(name: str, source: Path, work: Path, num_proc: int = 1, cache: Path | None = None,
+              root: Path = ROOT) -> dict:
+    """A real `tulu sft` run on `source` with the code of checkout `root`; the stage process's peak
+    RSS (polled from /proc), the time to its first optimizer step, and its data report."""
     run_dir = work / name
-    args = ["sft", "conf=tiny", f"data.train={source}", f"data.num_proc={num_proc}",
-            f"data.cache_dir={cache or work / f'cache_{name}'}", f"output_dir={run_dir}",
+    args = ["sft", "conf=tiny", f"data.train={source}", f"data.num_proc={num_proc}", f"output_dir={run_dir}",
             f"train.max_seq_length={MAX_LENGTH}", "train.max_steps=2", "train.effective_batch_size=4",
             "train.per_device_batch_size=2", "train.log_every=1", "checkpoint.every_steps=1000"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_DATASETS_CACHE": str(work / "hf_datasets")}
+    if root == ROOT:
+        args.append(f"data.cache_dir={cache or work / f'cache_{name}'}")
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_DATASETS_CACHE": str(work / "hf_datasets")}
     started = time.time()
-    process = subprocess.Popen([*TULU, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = subprocess.Popen([*TULU, *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     peaks: dict[int, tuple[str, float]] = {}
     first_step: list[float] = []
@@ -148,12 +155,14 @@ def run_stage(name: str, source: Path, work: Path, num_proc: int = 1, cache: Pat
         raise AssertionError(f"tulu {' '.join(args)} exited {process.returncode}\n{output[-4000:]}")
     stage = [peak for command, peak in peaks.values() if "tulu_cli.train.sft" in command]
     report = ast.literal_eval(re.search(r"^data: (\{.*\})$", output, re.MULTILINE).group(1))
-    return {"stage_peak_rss_mb": round(max(stage), 1), "all_processes_peak_rss_mb": round(max(p for _, p in peaks.values()), 1),
+    return {"stage_peak_rss_mb": round(max(stage), 1),
+            "all_processes_peak_rss_mb": round(max(peak for _, peak in peaks.values()), 1),
             "first_step_s": round(first_step[0], 1) if first_step else None, "wall_s": round(time.time() - started, 1),
             "tokenised": "tokenising" in output, "report": report}
 
 
 @pytest.mark.bench
+@pytest.mark.timeout(4 * 3600)
 def test_stage_memory_does_not_grow_with_rows(tmp_path):
     words = words_for_tokens(TOKENS_PER_ROW)
     sources = {}
@@ -188,6 +197,26 @@ def test_stage_memory_does_not_grow_with_rows(tmp_path):
     assert large["report"]["rows_kept"] == ROWS and large["report"]["cache"] == "miss"
     assert warm["report"]["cache"] == "hit" and not warm["tokenised"]
     assert summary["rss_growth_mb"] < 1024, summary
+
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(3600)
+@pytest.mark.skipif(not BASELINE, reason="TULU_BENCH_DATA_BASELINE names no earlier checkout")
+def test_peak_memory_against_a_baseline_checkout(tmp_path):
+    words = words_for_tokens(TOKENS_PER_ROW)
+    results = {}
+    for rows in (SMALL_ROWS, BASELINE_ROWS):
+        source = tmp_path / f"sft_{rows}.parquet"
+        write_sft_parquet(source, rows, words)
+        for label, root in (("baseline", Path(BASELINE).resolve()), ("this", ROOT)):
+            result = run_stage(f"{label}_{rows}", source, tmp_path, root=root)
+            results[f"{label}_{rows}"] = result["stage_peak_rss_mb"]
+    summary = {"stage_peak_rss_mb": results,
+               "growth_mb": {label: round(results[f"{label}_{BASELINE_ROWS}"] - results[f"{label}_{SMALL_ROWS}"], 1)
+                             for label in ("baseline", "this")}}
+    print(json.dumps(summary, indent=2), flush=True)
+    assert summary["growth_mb"]["this"] < summary["growth_mb"]["baseline"], summary
 
 
 if __name__ == "__main__":
