@@ -4,6 +4,7 @@ Run with `make bench` or `pytest tests/benchmarks/bench_data_scale.py -m bench -
 - TULU_BENCH_DATA_ROWS        rows of the large synthetic SFT set (default 500000)
 - TULU_BENCH_DATA_SMALL_ROWS  rows of the small set it is compared with (default 5000)
 - TULU_BENCH_DATA_RATE_ROWS   rows tokenised with 1 and with 2 processes, side by side (default 20000)
+- TULU_BENCH_DATA_NUM_PROC    tokenising processes of the small and the large run (default 2)
 - TULU_BENCH_DATA_BASELINE    a checkout of an earlier revision (e.g. a `git worktree` of it): the
                               `baseline` test runs the same stage with its code and with this one on
                               TULU_BENCH_DATA_SMALL_ROWS and TULU_BENCH_DATA_BASELINE_ROWS (default 20000) rows
@@ -12,9 +13,9 @@ Each set is generated here as Parquet (nothing is stored in the repository): two
 of about 500 tokens of the tiny tokenizer, every row different. Each measurement is a real
 `tulu sft conf=tiny` run (2 optimizer steps of 4 rows, max length 512) with its own tokenised-data
 cache. Reported: the peak RSS (VmHWM) of the stage process (and of any process it started, e.g. the
-tokenising workers) for the small and the large set (both tokenising with 2 processes), for a second
-run on the large set (warm cache) the time to the first optimizer step and proof that it did not
-tokenise, and tokenisation rows/s with 1 and 2 processes on the same rows.
+tokenising workers) for the small and the large set (tokenised by the same number of processes), for
+a second run on the large set (warm cache) the time to the first optimizer step and proof that it
+did not tokenise, and tokenisation rows/s with 1 and 2 processes on the same rows.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tests.conftest import ROOT, TULU
 ROWS = int(os.environ.get("TULU_BENCH_DATA_ROWS", "500000"))
 SMALL_ROWS = int(os.environ.get("TULU_BENCH_DATA_SMALL_ROWS", "5000"))
 RATE_ROWS = int(os.environ.get("TULU_BENCH_DATA_RATE_ROWS", "20000"))
+NUM_PROC = int(os.environ.get("TULU_BENCH_DATA_NUM_PROC", "2"))
 BASELINE = os.environ.get("TULU_BENCH_DATA_BASELINE")
 BASELINE_ROWS = int(os.environ.get("TULU_BENCH_DATA_BASELINE_ROWS", "20000"))
 TOKENS_PER_ROW = 500
@@ -176,10 +178,10 @@ def test_stage_memory_does_not_grow_with_rows(tmp_path):
         print(f"generated {rows} rows in {time.time() - started:.1f}s ({sources[rows].stat().st_size / 2**20:.0f} MiB)",
               flush=True)
 
-    # The memory runs first; the small and the large set tokenise with the same 2 processes.
-    small = run_stage("small", sources[SMALL_ROWS], tmp_path, num_proc=2)
-    large = run_stage("large", sources[ROWS], tmp_path, num_proc=2)
-    warm = run_stage("large_warm", sources[ROWS], tmp_path, num_proc=2, cache=tmp_path / "cache_large")
+    # The memory runs first; the small and the large set tokenise with the same number of processes.
+    small = run_stage("small", sources[SMALL_ROWS], tmp_path, num_proc=NUM_PROC)
+    large = run_stage("large", sources[ROWS], tmp_path, num_proc=NUM_PROC)
+    warm = run_stage("large_warm", sources[ROWS], tmp_path, num_proc=NUM_PROC, cache=tmp_path / "cache_large")
     rate_one = run_stage("rate_1", sources[RATE_ROWS], tmp_path, num_proc=1)
     rate_two = run_stage("rate_2", sources[RATE_ROWS], tmp_path, num_proc=2)
 
@@ -194,7 +196,7 @@ def test_stage_memory_does_not_grow_with_rows(tmp_path):
                                     "large": large["all_processes_peak_rss_mb"]},
         "rss_growth_mb": round(large["stage_peak_rss_mb"] - small["stage_peak_rss_mb"], 1),
         "tokenise_rows_per_s": {"num_proc_1": rows_per_s(rate_one), "num_proc_2": rows_per_s(rate_two),
-                                "large_num_proc_2": rows_per_s(large)},
+                                f"large_num_proc_{NUM_PROC}": rows_per_s(large)},
         "first_step_s": {"large_cold": large["first_step_s"], "large_warm": warm["first_step_s"]},
         "warm_cache": warm["report"]["cache"], "warm_tokenised": warm["tokenised"],
         "tokens_per_row_target": TOKENS_PER_ROW, "words_per_answer": words,

@@ -164,7 +164,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
                     accelerator,
                     backend,
                     model,
-                    [row.prompt_ids for row in rows[: int(check.prompts)]],
+                    [row.prompt_ids for row in prompt_rows(rows, range(min(len(rows), int(check.prompts))))],
                     float(check.tolerance),
                     check.on_mismatch,
                 )
