@@ -112,13 +112,20 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def peak_rss_mb(pid: int) -> float | None:
+def memory_mb(pid: int) -> tuple[float, float] | None:
+    """(VmHWM: peak resident set, RssAnon: private memory now) of process `pid`, in MiB.
+
+    VmHWM also counts the pages of memory-mapped files that were read (page cache the kernel can
+    drop), RssAnon only the process's own memory: what would grow if rows were held as Python objects.
+    """
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    match = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return int(match.group(1)) / 1024 if match else None
+    fields = dict(re.findall(r"^(VmHWM|RssAnon):\s+(\d+) kB", status, re.MULTILINE))
+    if len(fields) < 2:
+        return None
+    return int(fields["VmHWM"]) / 1024, int(fields["RssAnon"]) / 1024
 
 
 def run_stage(name: str, source: Path, work: Path, num_proc: int = 1, cache: Path | None = None,
@@ -135,17 +142,18 @@ def run_stage(name: str, source: Path, work: Path, num_proc: int = 1, cache: Pat
     started = time.time()
     process = subprocess.Popen([*TULU, *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
-    peaks: dict[int, tuple[str, float]] = {}
+    peaks: dict[int, tuple[str, float, float]] = {}
     first_step: list[float] = []
 
     def watch() -> None:
         metrics = run_dir / "metrics.jsonl"
         while process.poll() is None:
             for pid in descendants(process.pid):
-                peak = peak_rss_mb(pid)
-                if peak is not None:
+                memory = memory_mb(pid)
+                if memory is not None:
                     command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    peaks[pid] = (command, max(peak, peaks.get(pid, ("", 0.0))[1]))
+                    _, _, anon = peaks.get(pid, ("", 0.0, 0.0))
+                    peaks[pid] = (command, memory[0], max(anon, memory[1]))
             if not first_step and metrics.exists() and metrics.stat().st_size:
                 first_step.append(time.time() - started)
             time.sleep(0.2)
@@ -156,12 +164,13 @@ def run_stage(name: str, source: Path, work: Path, num_proc: int = 1, cache: Pat
     watcher.join()
     if process.returncode != 0:
         raise AssertionError(f"tulu {' '.join(args)} exited {process.returncode}\n{output[-4000:]}")
-    stage = [peak for command, peak in peaks.values() if "tulu_cli.train.sft" in command]
+    stage = [(hwm, anon) for command, hwm, anon in peaks.values() if "tulu_cli.train.sft" in command]
     report = ast.literal_eval(re.search(r"^data: (\{.*\})$", output, re.MULTILINE).group(1))
-    result = {"stage_peak_rss_mb": round(max(stage), 1),
-            "all_processes_peak_rss_mb": round(max(peak for _, peak in peaks.values()), 1),
-            "first_step_s": round(first_step[0], 1) if first_step else None, "wall_s": round(time.time() - started, 1),
-            "tokenised": "tokenising" in output, "report": report}
+    result = {"stage_peak_rss_mb": round(max(hwm for hwm, _ in stage), 1),
+              "stage_peak_anon_mb": round(max(anon for _, anon in stage), 1),
+              "all_processes_peak_rss_mb": round(max(hwm for _, hwm, _ in peaks.values()), 1),
+              "first_step_s": round(first_step[0], 1) if first_step else None,
+              "wall_s": round(time.time() - started, 1), "tokenised": "tokenising" in output, "report": report}
     print(f"{name}: {json.dumps(result)}", flush=True)
     return result
 
@@ -192,9 +201,12 @@ def test_stage_memory_does_not_grow_with_rows(tmp_path):
         "rows": {"small": SMALL_ROWS, "large": ROWS, "rate": RATE_ROWS},
         "stage_peak_rss_mb": {"small": small["stage_peak_rss_mb"], "large": large["stage_peak_rss_mb"],
                               "large_warm": warm["stage_peak_rss_mb"]},
+        "stage_peak_anon_mb": {"small": small["stage_peak_anon_mb"], "large": large["stage_peak_anon_mb"],
+                               "large_warm": warm["stage_peak_anon_mb"]},
         "any_process_peak_rss_mb": {"small": small["all_processes_peak_rss_mb"],
                                     "large": large["all_processes_peak_rss_mb"]},
         "rss_growth_mb": round(large["stage_peak_rss_mb"] - small["stage_peak_rss_mb"], 1),
+        "anon_growth_mb": round(large["stage_peak_anon_mb"] - small["stage_peak_anon_mb"], 1),
         "tokenise_rows_per_s": {"num_proc_1": rows_per_s(rate_one), "num_proc_2": rows_per_s(rate_two),
                                 f"large_num_proc_{NUM_PROC}": rows_per_s(large)},
         "first_step_s": {"large_cold": large["first_step_s"], "large_warm": warm["first_step_s"]},
@@ -204,7 +216,9 @@ def test_stage_memory_does_not_grow_with_rows(tmp_path):
     print(json.dumps(summary, indent=2), flush=True)
     assert large["report"]["rows_kept"] == ROWS and large["report"]["cache"] == "miss"
     assert warm["report"]["cache"] == "hit" and not warm["tokenised"]
-    assert summary["rss_growth_mb"] < 1024, summary
+    # The goal: the stage's own memory grows by less than 1 GB (VmHWM is reported beside it; it also
+    # counts cached file pages the kernel can drop).
+    assert summary["anon_growth_mb"] < 1024, summary
 
 
 @pytest.mark.bench
@@ -218,12 +232,13 @@ def test_peak_memory_against_a_baseline_checkout(tmp_path):
         write_sft_parquet(source, rows, words)
         for label, root in (("baseline", Path(BASELINE).resolve()), ("this", ROOT)):
             result = run_stage(f"{label}_{rows}", source, tmp_path, root=root)
-            results[f"{label}_{rows}"] = result["stage_peak_rss_mb"]
+            results[f"{label}_{rows}"] = {"rss": result["stage_peak_rss_mb"], "anon": result["stage_peak_anon_mb"]}
     summary = {"stage_peak_rss_mb": results,
-               "growth_mb": {label: round(results[f"{label}_{BASELINE_ROWS}"] - results[f"{label}_{SMALL_ROWS}"], 1)
-                             for label in ("baseline", "this")}}
+               "rss_growth_mb": {label: round(results[f"{label}_{BASELINE_ROWS}"]["rss"]
+                                              - results[f"{label}_{SMALL_ROWS}"]["rss"], 1)
+                                 for label in ("baseline", "this")}}
     print(json.dumps(summary, indent=2), flush=True)
-    assert summary["growth_mb"]["this"] < summary["growth_mb"]["baseline"], summary
+    assert summary["rss_growth_mb"]["this"] < summary["rss_growth_mb"]["baseline"], summary
 
 
 if __name__ == "__main__":
