@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -96,28 +97,63 @@ def run_hydra(stage: str, preset: str, overrides: list[str], multirun: bool, dry
 
 
 def run_job(stage: str, cfg: DictConfig) -> None:
-    """One Hydra job: write the run directory, then launch (or, with dry_run, only show) the stage."""
+    """One Hydra job: check the config, claim the run directory, write it, then launch (or, with dry_run,
+    only show) the stage. A failure ends a single run with its exit code; in a sweep it fails only its job."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from tulu_cli import launch, report
+    from tulu_cli.run_ownership import RunDirError, claim, holds_launched_run
+    from tulu_cli.validate_config import ConfigError, validate
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir).resolve()
     with open_dict(cfg):
         cfg.output_dir = str(run_dir)
         cfg.stage = stage
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    try:
+        validate(stage, resolved)
+    except ConfigError as exc:
+        _stop(f"{run_dir}: {exc}" if in_sweep else str(exc), 2, in_sweep)
     command = launch.build_command(resolved["launcher"], STAGE_MODULES[stage], run_dir)
-    write_run_dir(run_dir, resolved, command)
     if resolved.get("dry_run"):
+        if holds_launched_run(run_dir):
+            report.console.print(f"[yellow]{run_dir} holds a run: the dry run writes nothing there[/yellow]")
+        else:
+            write_run_dir(run_dir, resolved, command)
         report.show_dry_run(stage, resolved, command)
         return
     if not stage_is_built(stage):
         raise SystemExit(f"`tulu {stage}` is not built yet.")
-    code = launch.run_logged(command, launch.launch_env(resolved["launcher"]), run_dir / "logs" / "stage.log")
-    if code != 0:
-        report.show_failure(stage, run_dir, code)
-        raise SystemExit(code)
+    try:
+        note = claim(run_dir, resolved, own_files=(".hydra", f"{hydra_cfg.job.name}.log"))
+    except RunDirError as exc:
+        _stop(str(exc), 2, in_sweep)
+    if note:
+        report.console.print(note)
+    write_run_dir(run_dir, resolved, command)
+    ended = launch.run_logged(command, launch.launch_env(resolved["launcher"]), run_dir / "logs" / "stage.log")
+    if ended.interrupted:
+        report.show_interrupted(stage, run_dir, ended.signal)
+        raise SystemExit(128 + ended.signal)
+    if ended.code != 0:
+        report.show_failure(stage, run_dir, ended.code)
+        _stop(f"tulu {stage} failed in {run_dir} (exit code {ended.code})", ended.code, in_sweep, shown=True)
     report.show_success(stage, run_dir)
+
+
+def _stop(message: str, code: int, in_sweep: bool, shown: bool = False) -> NoReturn:
+    """End this job: the whole command with `code` for a single run; only this job in a sweep."""
+    if not shown:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    if in_sweep:
+        from tulu_cli.sweep import SweepPointFailed
+
+        raise SweepPointFailed(message)
+    # A stage killed by a signal has a negative code: report it the shell's way (128 + signal).
+    raise SystemExit(128 - code if code < 0 else code)
 
 
 def write_run_dir(run_dir: Path, resolved: dict, command: list[str]) -> None:

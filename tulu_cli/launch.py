@@ -6,11 +6,16 @@ shell-quoted form so a user can copy it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +72,80 @@ def launch_env(launcher: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
-def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> int:
-    """Run `command`, mirroring its output to the terminal and to `log_path`; return the exit code."""
+@dataclass(frozen=True)
+class StageExit:
+    """How a stage process ended: its exit code, and the signal that interrupted `tulu` (if one did)."""
+
+    code: int
+    signal: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signal is not None
+
+
+# Seconds a stage gets to stop after a forwarded SIGINT/SIGTERM before its process group is killed.
+STOP_GRACE_S = 30.0
+# The stage process learns the pid of the `tulu` process that launched it from this variable.
+PARENT_PID_ENV = "TULU_PARENT_PID"
+
+
+def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> StageExit:
+    """Run `command`, mirroring its output to the terminal and to `log_path`.
+
+    The stage gets its own process group: SIGINT/SIGTERM sent to `tulu` are forwarded to that group
+    (a second one, or a stage that has not stopped after STOP_GRACE_S, kills the group), and the stage
+    dies with `tulu` if `tulu` itself is killed (see `stop_with_parent`).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**env, PARENT_PID_ENV: str(os.getpid())}
+    received: list[int] = []
     with log_path.open("ab") as log:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, process_group=0,
+                                   preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         assert process.stdout is not None
+
+        def kill_group() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+        def forward(signum: int, _frame) -> None:
+            received.append(signum)
+            if len(received) > 1:
+                kill_group()
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+            timer = threading.Timer(STOP_GRACE_S, kill_group)
+            timer.daemon = True
+            timer.start()
+
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {signum: signal.signal(signum, forward) for signum in handled}
         try:
             for line in process.stdout:
                 sys.stdout.buffer.write(line)
                 sys.stdout.flush()
                 log.write(line)
-        except KeyboardInterrupt:
-            process.terminate()
-        return process.wait()
+            code = process.wait()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if process.poll() is None:
+                kill_group()
+                process.wait()
+        return StageExit(code, received[0] if received else None)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the launched child before exec: ask Linux to send it SIGTERM when `tulu` dies (a launcher such
+    as torchrun then stops its workers). The stage's own watchdog (`entry.stop_with_parent`) covers the
+    rest: workers a launcher started in sessions of their own, and systems without prctl."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # `tulu` died before the request was in place
+            os._exit(1)

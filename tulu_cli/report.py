@@ -33,6 +33,14 @@ def show_success(stage: str, run_dir: Path) -> None:
     console.print(f"[green]tulu {stage} finished[/green]: {run_dir}")
 
 
+def show_interrupted(stage: str, run_dir: Path, signum: int) -> None:
+    import signal
+
+    name = signal.Signals(signum).name
+    console.print(f"[yellow]tulu {stage} interrupted ({name})[/yellow]: {run_dir} "
+                  f"(a trainer continues from its newest checkpoint with resume=true)")
+
+
 def show_failure(stage: str, run_dir: Path, code: int) -> None:
     failure = run_dir / "logs" / "failure.txt"
     if failure.exists():

@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tulu_cli.errors import StageError
+from tulu_cli.io import atomic_write_text
+
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
@@ -26,9 +29,8 @@ class MetricsLogger:
         self.enabled = is_main_process()
         self.start = time.time()
         if self.enabled and resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [row for row in read_metrics(run_dir) if row.get("step", 0) <= resume_step]
+            atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         elif self.enabled and resume_step is None and self.path.exists():
             self.path.unlink()
 
@@ -43,10 +45,27 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The rows of `run_dir/metrics.jsonl`. A torn last line (the run was killed while writing it) is
+    left out with a note; an unreadable line elsewhere is an error naming the file and line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):  # the last line, with no newline after it: a write cut off
+                print(f"{path}: line {number} was cut off mid-write (the run was killed); left out", flush=True)
+                continue
+            raise StageError(f"{path}: line {number} is not JSON ({exc.msg}): remove or repair it") from None
+        if not isinstance(row, dict):
+            raise StageError(f"{path}: line {number} is not a JSON object: remove or repair it")
+        rows.append(row)
+    return rows
 
 
 def _plain(value: Any) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from tulu_cli.data.chat import IGNORE_INDEX
+from tulu_cli.validate_config import batch_multiple_error
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,9 @@ class BatchPlan:
     max_steps: int | None = None
 
     def __post_init__(self):
-        per_step = self.per_device_batch_size * self.world_size
-        if self.effective_batch_size % per_step:
-            raise ValueError(f"effective_batch_size={self.effective_batch_size} must be a multiple of "
-                             f"per_device_batch_size x ranks = {per_step}")
+        split_error = batch_multiple_error(self.effective_batch_size, self.per_device_batch_size, self.world_size)
+        if split_error:
+            raise ValueError(split_error)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{self.rows} rows are fewer than one effective batch ({self.effective_batch_size})")
 
@@ -46,7 +46,7 @@ class BatchPlan:
     @property
     def total_steps(self) -> int:
         total = self.steps_per_epoch * self.epochs
-        return min(total, self.max_steps) if self.max_steps else total
+        return min(total, self.max_steps) if self.max_steps is not None else total
 
     def epoch_of(self, step: int) -> int:
         return step // self.steps_per_epoch

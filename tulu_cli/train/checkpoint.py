@@ -1,9 +1,13 @@
 """Resumable checkpoints and the final Hugging Face model.
 
-A checkpoint is `checkpoints/step_XXXXXXXX/`: accelerate's state (model, optimizer, registered
-scheduler, every rank's RNG state) plus `trainer_state.json` (the optimizer step, which fixes the
-data position). It is written under a hidden name and renamed when complete, so a killed run never
-leaves a checkpoint that looks whole but is not.
+A checkpoint is `checkpoints/step_XXXXXXXX/`: accelerate's state (model, optimizer, every rank's RNG
+state), the learning-rate schedule as `scheduler.json`, and `trainer_state.json` (the optimizer step,
+which fixes the data position). It is written under a hidden name and renamed when complete, so a
+killed run never leaves a checkpoint that looks whole but is not.
+
+A checkpoint may come from elsewhere (`resume=PATH`), so it is untrusted input: before anything in it
+is loaded, every pickled file in it is read with torch's restricted unpickler (tensors, containers and
+a few numpy types only), and one that asks for anything else is refused without running it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ import os
 import shutil
 from pathlib import Path
 
+from tulu_cli.errors import StageError
+
 STATE_FILE = "trainer_state.json"
+SCHEDULER_FILE = "scheduler.json"
+# How accelerate named the state of the first object registered for checkpointing (the schedule, in
+# checkpoints written before the schedule was saved as JSON).
+LEGACY_SCHEDULER_FILE = "custom_checkpoint_0.pkl"
 
 
 def checkpoint_root(run_dir: Path) -> Path:
@@ -34,11 +44,11 @@ def resolve_resume(resume, run_dir: Path) -> Path | None:
         return latest_checkpoint(run_dir)
     path = Path(str(resume))
     if not (path / STATE_FILE).exists():
-        raise FileNotFoundError(f"resume={resume}: not a complete checkpoint (no {STATE_FILE})")
+        raise StageError(f"resume={resume}: not a complete checkpoint (no {STATE_FILE})")
     return path
 
 
-def save_checkpoint(accelerator, run_dir: Path, step: int, keep: int, extra: dict | None = None) -> Path:
+def save_checkpoint(accelerator, run_dir: Path, step: int, keep: int, scheduler, extra: dict | None = None) -> Path:
     root = checkpoint_root(run_dir)
     final = root / f"step_{step:08d}"
     partial = root / f".step_{step:08d}.partial"
@@ -49,6 +59,7 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, keep: int, extra: dic
     accelerator.save_state(str(partial), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        (partial / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict()) + "\n")
         (partial / STATE_FILE).write_text(json.dumps({"step": step, **(extra or {})}) + "\n")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
@@ -59,9 +70,34 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, keep: int, extra: dic
     return final
 
 
-def load_checkpoint(accelerator, path: Path) -> dict:
+def load_checkpoint(accelerator, path: Path, scheduler) -> dict:
+    """Restore the state saved at `path` (refusing unsafe files first); return its trainer state."""
+    from tulu_cli.train.safe_load import check_checkpoint_files, load_tensors
+
+    check_checkpoint_files(path)
+    state = read_trainer_state(path)
     accelerator.load_state(str(path))
-    return json.loads((path / STATE_FILE).read_text())
+    if (path / SCHEDULER_FILE).exists():
+        scheduler.load_state_dict(read_json(path / SCHEDULER_FILE))
+    elif (path / LEGACY_SCHEDULER_FILE).exists():
+        scheduler.load_state_dict(load_tensors(path / LEGACY_SCHEDULER_FILE))
+    else:
+        raise StageError(f"resume: {path} has no {SCHEDULER_FILE} (not a checkpoint of this trainer)")
+    return state
+
+
+def read_trainer_state(path: Path) -> dict:
+    state = read_json(path / STATE_FILE)
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or state["step"] < 0:
+        raise StageError(f"resume: {path / STATE_FILE} holds no step number")
+    return state
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StageError(f"resume: cannot read {path}: {exc}") from None
 
 
 def save_final(accelerator, model, tokenizer, run_dir: Path, part: str | None = None, name: str = "final") -> Path:

@@ -53,7 +53,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     # Before a checkpoint is loaded: the model is still the starting policy.
     reference = build_reference(cfg, accelerator, model, tokenizer, pairs, eval_pairs)
     timings = {"reference_s": round(time.time() - started, 3), "reference_cached": bool(reference and reference.hit)}
-    start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir)
+    start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir, scheduler, plan.total_steps)
     accelerator.print(f"training: {plan.total_steps} steps, {plan.accumulation_steps} micro-batches per step, "
                       f"{state.num_processes} rank(s), loss {cfg.loss.type}, reference {cfg.reference.mode}")
 
@@ -83,7 +83,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             logger.log(done, **evaluate(cfg, accelerator, model, tokenizer, eval_pairs, reference))
             eval_seconds += time.time() - eval_started
         if is_due(done, cfg.checkpoint.every_steps, plan.total_steps):
-            save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep,
+            save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler,
                             extra={"reference_key": getattr(reference, "key", None)})
     timings.update(train_s=round(time.time() - train_started - eval_seconds, 3), eval_s=round(eval_seconds, 3),
                    steps=plan.total_steps - start_step)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from tulu_cli.entry import StageError
 from tulu_cli.runlog import MetricsLogger
 from tulu_cli.train.batching import BatchPlan
-from tulu_cli.train.checkpoint import load_checkpoint, resolve_resume
+from tulu_cli.train.checkpoint import load_checkpoint, read_trainer_state, resolve_resume
 
 
 def require_rows(report) -> None:
@@ -50,16 +50,23 @@ def prepare_trainable(cfg: DictConfig, tokenizer, plan: BatchPlan) -> Trainable:
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     return Trainable(accelerator, model, optimizer, scheduler)
 
 
-def resume_or_start(accelerator, resume: Any, run_dir: Path) -> tuple[int, MetricsLogger]:
-    """(first optimizer step to run, metrics logger): from the checkpoint `resume` names, else step 0."""
+def resume_or_start(accelerator, resume: Any, run_dir: Path, scheduler, total_steps: int) -> tuple[int, MetricsLogger]:
+    """(first optimizer step to run, metrics logger): from the checkpoint `resume` names, else step 0.
+
+    A checkpoint past this run's last step belongs to a different run (e.g. a longer one in the same
+    output_dir): resuming from it is refused rather than read as "already done".
+    """
     checkpoint = resolve_resume(resume, run_dir)
     start_step = 0
     if checkpoint is not None:
-        start_step = load_checkpoint(accelerator, checkpoint)["step"]
+        start_step = read_trainer_state(checkpoint)["step"]
+        if start_step > total_steps:
+            raise StageError(f"resume={resume}: {checkpoint} is at step {start_step}, past this run's {total_steps} "
+                             f"steps: it belongs to a different run (overwrite=true starts this one afresh)")
+        load_checkpoint(accelerator, checkpoint, scheduler)
         accelerator.print(f"resumed from {checkpoint} at step {start_step}")
     return start_step, MetricsLogger(run_dir, resume_step=start_step if checkpoint is not None else None)
 

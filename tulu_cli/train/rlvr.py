@@ -39,6 +39,7 @@ from tulu_cli.train.rl.rollout import build_rollout_backend, rollouts_for_all_ra
 from tulu_cli.train.rl.update import LOSS_AGGREGATIONS, update_policy
 from tulu_cli.train.rl.weight_sync import sync_rollout_weights
 from tulu_cli.train.runtime import distributed_state, make_accelerator, seed_everything
+from tulu_cli.validate_config import rollout_split_error
 
 ALGORITHMS = ("ppo", "grpo")
 
@@ -66,7 +67,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     if state.is_main_process:
         print(f"data: {report.to_json()}", flush=True)
     require_rows(report)
-    plan, accumulation = rollout_plan(len(rows), algo, train, state.num_processes, cfg.seed)
+    plan, accumulation = rollout_plan(len(rows), algorithm, algo, train, state.num_processes, cfg.seed)
     accelerator = make_accelerator(accumulation, train.per_device_batch_size, train.max_grad_norm)
     value = load_value_model(cfg.model, algo.reward_model_path, tokenizer) if algorithm == "ppo" else None
     model = PolicyAndValue(load_model(cfg.model, tokenizer, cfg.seed), value)
@@ -74,10 +75,9 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     updates_per_rollout = int(algo.epochs_per_rollout) * int(algo.minibatches_per_rollout)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.total_steps * updates_per_rollout)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     # The reference is the starting policy, reloaded from model.path; a checkpoint needs no copy of it.
     reference = prepare_reference(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
-    start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir)
+    start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir, scheduler, plan.total_steps)
     try:
         backend = build_rollout_backend(
             cfg.generation,
@@ -187,7 +187,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
                 ),
             )
         if is_due(done, cfg.checkpoint.every_steps, plan.total_steps):
-            save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep)
+            save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler)
 
     # --- save ---
     save_final(accelerator, model, tokenizer, run_dir, part="policy")
@@ -205,25 +205,22 @@ def check_algorithm_options(algorithm: str, algo) -> None:
             raise StageError(f"{algorithm}.{key} must be one of {', '.join(allowed)}, got {algo.get(key)!r}")
 
 
-def rollout_plan(prompt_count: int, algo, train, world_size: int, seed: int) -> tuple[BatchPlan, int]:
+def rollout_plan(prompt_count: int, section: str, algo, train, world_size: int, seed: int) -> tuple[BatchPlan, int]:
     """(prompt plan: one step = one rollout batch, micro-batches accumulated per optimizer update).
 
     The run lasts `train.episodes` sampled responses (capped by `train.max_steps` rollout batches).
+    `section` names the algorithm's config section, for messages.
     """
     prompts, samples = int(algo.prompts_per_rollout), int(algo.samples_per_prompt)
-    if prompts % world_size:
-        raise StageError(f"prompts_per_rollout={prompts} must be a multiple of the {world_size} ranks")
-    local = prompts // world_size * samples
     minibatches, micro = int(algo.minibatches_per_rollout), int(train.per_device_batch_size)
-    if local % minibatches or (local // minibatches) % micro:
-        raise StageError(
-            f"each rank's {local} responses per rollout must split into minibatches_per_rollout="
-            f"{minibatches} minibatches of a multiple of per_device_batch_size={micro}"
-        )
+    split_error = rollout_split_error(section, prompts, samples, minibatches, micro, world_size)
+    if split_error:
+        raise StageError(split_error)
+    local = prompts // world_size * samples
     if prompt_count < prompts:
         raise StageError(f"{prompt_count} usable prompts are fewer than prompts_per_rollout={prompts}")
     wanted = max(1, int(train.episodes) // (prompts * samples))
-    if train.max_steps:
+    if train.max_steps is not None:
         wanted = min(wanted, int(train.max_steps))
     epochs = math.ceil(wanted / (prompt_count // prompts))
     plan = BatchPlan(prompt_count, prompts, prompts // world_size, world_size, epochs, seed, wanted)

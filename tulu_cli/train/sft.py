@@ -46,7 +46,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     trainable = prepare_trainable(cfg, tokenizer, plan)
     accelerator, model, optimizer, scheduler = (trainable.accelerator, trainable.model, trainable.optimizer,
                                                 trainable.scheduler)
-    start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir)
+    start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir, scheduler, plan.total_steps)
     if cfg.model.get("init") and not cfg.model.get("path") and not (run_dir / "initial").exists():
         # A freshly initialised model is kept as `initial/`: the untrained baseline of a comparison.
         save_final(accelerator, model, tokenizer, run_dir, name="initial")
@@ -86,7 +86,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             window_loss = window_tokens = 0.0
             window_start = time.time()
         if is_due(done, cfg.checkpoint.every_steps, plan.total_steps):
-            save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep)
+            save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler)
 
     # --- save ---
     save_final(accelerator, model, tokenizer, run_dir)
