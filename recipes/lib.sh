@@ -2,7 +2,8 @@
 #   --from STAGE   skip the stages before STAGE (their run directories must exist)
 #   --dry-run      print each stage's resolved config and launch command; run nothing
 #   --runs DIR     where the stages' run directories go
-#   STAGE:key=value   a Hydra override for one stage (e.g. sft:optim.lr=1e-5)
+#   STAGE:key=value   a Hydra override for one stage (e.g. sft:optim.lr=1e-5; sft:resume=true continues a
+#                     killed training stage instead of replacing it)
 #   key=value         a Hydra override for every stage
 
 FROM=""
@@ -37,10 +38,16 @@ wanted() {
 step() {
   local name="$1"; shift
   wanted "$name" || { echo "== $name: skipped (--from $FROM)"; return 0; }
-  local args=("$@") extra
+  local args=("$@") extra resuming="" kept=() arg
   for extra in "${EXTRA[@]}"; do
     case "$extra" in "$name":*) args+=("${extra#"$name":}") ;; *:*) ;; *) args+=("$extra") ;; esac
   done
+  # A step given STAGE:resume=... continues its earlier run instead of replacing it (overwrite=true).
+  for arg in "${args[@]}"; do case "$arg" in resume=false) ;; resume=*) resuming=1 ;; esac; done
+  if [ -n "$resuming" ]; then
+    for arg in "${args[@]}"; do [ "$arg" = overwrite=true ] || kept+=("$arg"); done
+    args=("${kept[@]}")
+  fi
   echo "== $name: ${args[*]} $DRY_RUN"
   if ! "${args[@]}" $DRY_RUN; then
     echo "== $name failed; fix it and continue with: $0 --from $name" >&2

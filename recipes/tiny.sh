@@ -3,6 +3,8 @@
 #   curate -> decontaminate -> sft -> prefs (on-policy pairs) -> dpo -> rlvr -> eval x4 -> compare
 # Usage: recipes/tiny.sh [--runs DIR] [--from STAGE] [--dry-run] [STAGE:key=value ...]
 # Stages: curate decontaminate sft prefs dpo rlvr eval compare. Outputs go to runs/tiny/<stage>.
+# A training stage replaces its earlier run (overwrite=true): it starts from the stage before it, which a
+# rerun may have changed; `--from sft sft:resume=true` continues a killed SFT run instead.
 set -euo pipefail
 STAGES=(curate decontaminate sft prefs dpo rlvr eval compare)
 RUNS=runs/tiny
@@ -18,11 +20,13 @@ step curate "$TULU" curate conf=tiny output_dir=$RUNS/curate
 # hence the ngram_fraction score); it removes the planted eval copies.
 step decontaminate "$TULU" decontaminate conf=tiny "train=[$RUNS/curate/sft,$RUNS/curate/prefs,$RUNS/curate/rlvr]" \
   score=ngram_fraction threshold=1.0 remove=true output_dir=$RUNS/decontaminate
-step sft "$TULU" sft conf=tiny data.train=$CLEAN/sft output_dir=$RUNS/sft
+step sft "$TULU" sft conf=tiny data.train=$CLEAN/sft output_dir=$RUNS/sft overwrite=true
 step prefs "$TULU" curate conf=prefs_tiny model.path=$RUNS/sft/final \
   prompts.sources.tiny_rlvr.path=$CLEAN/rlvr output_dir=$RUNS/prefs
-step dpo "$TULU" dpo conf=tiny model.path=$RUNS/sft/final data.train=$RUNS/prefs/pairs output_dir=$RUNS/dpo
-step rlvr "$TULU" rlvr conf=tiny model.path=$RUNS/dpo/final data.train=$CLEAN/rlvr output_dir=$RUNS/rlvr
+step dpo "$TULU" dpo conf=tiny model.path=$RUNS/sft/final data.train=$RUNS/prefs/pairs output_dir=$RUNS/dpo \
+  overwrite=true
+step rlvr "$TULU" rlvr conf=tiny model.path=$RUNS/dpo/final data.train=$CLEAN/rlvr output_dir=$RUNS/rlvr \
+  overwrite=true
 for model in base sft dpo rlvr; do
   case $model in base) path=$RUNS/sft/initial ;; *) path=$RUNS/$model/final ;; esac
   step eval "$TULU" eval conf=tiny model.path=$path output_dir=$RUNS/eval/$model

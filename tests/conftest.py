@@ -25,24 +25,46 @@ def run_tulu(*args: str, check: bool = True, timeout: float = 600, env: dict | N
     return result
 
 
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def kill_everything(process: subprocess.Popen) -> None:
+    """SIGKILL the `tulu` process group and the process group of the stage it launched, at once."""
+    groups = [process.pid, *child_pids(process.pid)]
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=30)
+
+
 def kill_tulu_when(args: list[str], ready: Callable[[], bool], timeout: float = 300) -> bool:
-    """Start `tulu ARGS` as a user would, wait until `ready()` holds, then SIGKILL its whole process
-    group (the `tulu` process and the stage process it launched). True if it was killed mid-run."""
+    """Start `tulu ARGS` as a user would, wait until `ready()` holds, then SIGKILL its process group and
+    the stage's (as a crash of the machine would). True if it was killed mid-run."""
     process = subprocess.Popen([*TULU, *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + timeout
     try:
         while time.time() < deadline and process.poll() is None:
             if ready():
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+                kill_everything(process)
                 return True
             time.sleep(0.02)
         return False
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+            kill_everything(process)
 
 
 @pytest.fixture(scope="session")

@@ -84,8 +84,9 @@ def run_hydra(stage: str, preset: str, overrides: list[str], multirun: bool, dry
 
     register_resolvers()
     # Our own overrides go first: Hydra's parser takes overrides only before its flags (--cfg, -p...).
+    # Hydra's record of the job (.hydra/) is written by run_job once the run directory is this run's.
     argv = [f"tulu {stage}", *(["--multirun"] if multirun else []), f"hydra.searchpath=[file://{conf_dir()}]",
-            *(["dry_run=true"] if dry_run else []), *overrides]
+            "hydra.output_subdir=null", *(["dry_run=true"] if dry_run else []), *overrides]
     saved = sys.argv
     sys.argv = argv
     try:
@@ -109,6 +110,8 @@ def run_job(stage: str, cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir).resolve()
+    hydra_record = {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
+                    "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task)}
     with open_dict(cfg):
         cfg.output_dir = str(run_dir)
         cfg.stage = stage
@@ -120,20 +123,21 @@ def run_job(stage: str, cfg: DictConfig) -> None:
     command = launch.build_command(resolved["launcher"], STAGE_MODULES[stage], run_dir)
     if resolved.get("dry_run"):
         if holds_launched_run(run_dir):
-            report.console.print(f"[yellow]{run_dir} holds a run: the dry run writes nothing there[/yellow]")
+            report.console.print(f"[yellow]{run_dir} holds a run: the dry run writes nothing there[/yellow]",
+                                 soft_wrap=True)
         else:
-            write_run_dir(run_dir, resolved, command)
+            write_run_dir(run_dir, resolved, command, hydra_record)
         report.show_dry_run(stage, resolved, command)
         return
     if not stage_is_built(stage):
         raise SystemExit(f"`tulu {stage}` is not built yet.")
     try:
-        note = claim(run_dir, resolved, own_files=(".hydra", f"{hydra_cfg.job.name}.log"))
+        note = claim(run_dir, resolved, own_files=(f"{hydra_cfg.job.name}.log",))
     except RunDirError as exc:
         _stop(str(exc), 2, in_sweep)
     if note:
-        report.console.print(note)
-    write_run_dir(run_dir, resolved, command)
+        report.console.print(note, soft_wrap=True)
+    write_run_dir(run_dir, resolved, command, hydra_record)
     ended = launch.run_logged(command, launch.launch_env(resolved["launcher"]), run_dir / "logs" / "stage.log")
     if ended.interrupted:
         report.show_interrupted(stage, run_dir, ended.signal)
@@ -156,11 +160,13 @@ def _stop(message: str, code: int, in_sweep: bool, shown: bool = False) -> NoRet
     raise SystemExit(128 - code if code < 0 else code)
 
 
-def write_run_dir(run_dir: Path, resolved: dict, command: list[str]) -> None:
+def write_run_dir(run_dir: Path, resolved: dict, command: list[str], hydra_record: dict[str, str]) -> None:
     from tulu_cli import launch
     from tulu_cli.io import atomic_write_text
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in hydra_record.items():
+        atomic_write_text(run_dir / ".hydra" / name, text)
     (run_dir / "logs").mkdir(exist_ok=True)
     (run_dir / "logs" / "failure.txt").unlink(missing_ok=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))

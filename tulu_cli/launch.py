@@ -100,6 +100,7 @@ def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> Stage
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**env, PARENT_PID_ENV: str(os.getpid())}
     received: list[int] = []
+    timers: list[threading.Timer] = []
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, process_group=0,
@@ -117,11 +118,12 @@ def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> Stage
                 return
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signum)
-            timer = threading.Timer(STOP_GRACE_S, kill_group)
-            timer.daemon = True
-            timer.start()
+            timers.append(threading.Timer(STOP_GRACE_S, kill_group))
+            timers[-1].daemon = True
+            timers[-1].start()
 
-        handled = (signal.SIGINT, signal.SIGTERM)
+        # A signal `tulu` was started to ignore (e.g. SIGINT in a background job) stays ignored.
+        handled = [signum for signum in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(signum) != signal.SIG_IGN]
         previous = {signum: signal.signal(signum, forward) for signum in handled}
         try:
             for line in process.stdout:
@@ -135,6 +137,8 @@ def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> Stage
             if process.poll() is None:
                 kill_group()
                 process.wait()
+            for timer in timers:
+                timer.cancel()
         return StageExit(code, received[0] if received else None)
 
 

@@ -38,7 +38,7 @@ def show_interrupted(stage: str, run_dir: Path, signum: int) -> None:
 
     name = signal.Signals(signum).name
     console.print(f"[yellow]tulu {stage} interrupted ({name})[/yellow]: {run_dir} "
-                  f"(a trainer continues from its newest checkpoint with resume=true)")
+                  f"(a trainer continues from its newest checkpoint with resume=true)", soft_wrap=True)
 
 
 def show_failure(stage: str, run_dir: Path, code: int) -> None:
