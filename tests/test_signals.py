@@ -45,7 +45,12 @@ def start(run_dir: Path, output: Path, *extra: str) -> subprocess.Popen:
     with output.open("w") as sink:
         return subprocess.Popen([*TULU, "sft", *LONG, *extra, f"output_dir={run_dir}"], cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=listen_to_ctrl_c)
+
+
+def listen_to_ctrl_c() -> None:
+    """As in a terminal's foreground job (a test run in the background inherits SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def kill_leftovers(process: subprocess.Popen, run_dir: Path) -> None:
