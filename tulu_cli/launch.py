@@ -130,6 +130,7 @@ def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> Stage
                 sys.stdout.buffer.write(line)
                 sys.stdout.flush()
                 log.write(line)
+                log.flush()  # a user (or a watchdog) following stage.log sees each line as it comes
             code = process.wait()
         finally:
             for signum, handler in previous.items():
