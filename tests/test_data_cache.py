@@ -85,11 +85,12 @@ def test_cache_key_follows_max_length_tokenizer_and_source(tmp_path, tiny_tokeni
 
 
 def test_two_tokenising_processes_give_the_same_rows_as_one(tmp_path, tiny_tokenizer):
-    source = assets_dir() / "tiny" / "sft_train.jsonl"
-    one, _ = prepare_sft(data_cfg(source, tmp_path / "one", max_rows=200), 128, tiny_tokenizer, tmp_path)
-    two, report = prepare_sft(data_cfg(source, tmp_path / "two", max_rows=200, num_proc=2), 128, tiny_tokenizer,
-                              tmp_path)
+    source = tmp_path / "sft.jsonl"
+    write_sft_source(source, rows=200)
+    one, first = prepare_sft(data_cfg(source, tmp_path / "one"), 128, tiny_tokenizer, tmp_path)
+    two, report = prepare_sft(data_cfg(source, tmp_path / "two", num_proc=2), 128, tiny_tokenizer, tmp_path)
     assert report.cache == "miss" and one[:] == two[:]
+    assert report.rows_kept == first.rows_kept == 200 and report.rejected == first.rejected == {"missing_field": 1}
 
 
 def eager_rows(source, encode, columns, **options) -> list[dict]:
