@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -33,31 +34,44 @@ def _sha256_file(path: Path) -> str:
 def content_sha256(table: pa.Table) -> str:
     """A hash of the rows themselves (canonical JSON, in order), independent of the Parquet encoding."""
     digest = hashlib.sha256()
+    _hash_rows(digest, table)
+    return digest.hexdigest()
+
+
+def _hash_rows(digest: Any, table: pa.Table) -> None:
     for batch in table.to_batches(max_chunksize=10_000):
         for row in batch.to_pylist():
             digest.update(json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
                                      default=str).encode("utf-8"))
             digest.update(b"\n")
-    return digest.hexdigest()
 
 
-def write_dataset(path: Path, table: pa.Table, manifest: dict[str, Any], rows_per_file: int = 100_000) -> dict:
+def write_dataset(path: Path, table: pa.Table, manifest: dict[str, Any], rows_per_file: int = 100_000,
+                  order: np.ndarray | None = None) -> dict:
     """Write `table` as Parquet shards under `path/data/` and the manifest (completed with the row
-    count, the files and their hashes, and a content hash); returns the written manifest."""
+    count, the files and their hashes, and a content hash); returns the written manifest. With `order`,
+    the rows written are `table`'s rows at those indices, taken one shard at a time (a memory-mapped
+    `table` is then never copied into memory whole)."""
     if rows_per_file < 1:
         raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
-    shards = max(1, -(-table.num_rows // rows_per_file))
+    rows = table.num_rows if order is None else len(order)
+    shards = max(1, -(-rows // rows_per_file))
+    digest = hashlib.sha256()
     with atomic_dir(path) as tmp:
         tmp.chmod(0o755)  # a private temporary directory becomes an ordinary shared dataset directory
         (tmp / "data").mkdir()
         files = []
         for shard in range(shards):
-            part = table.slice(shard * rows_per_file, rows_per_file)
+            if order is None:
+                part = table.slice(shard * rows_per_file, rows_per_file)
+            else:
+                part = table.take(pa.array(order[shard * rows_per_file:(shard + 1) * rows_per_file], pa.int64()))
+            _hash_rows(digest, part)
             relative = f"data/train-{shard:05d}-of-{shards:05d}.parquet"
             pq.write_table(part, tmp / relative)
             files.append({"path": relative, "rows": part.num_rows, "sha256": _sha256_file(tmp / relative)})
-        manifest = {"format": MANIFEST_FORMAT, **manifest, "rows": table.num_rows, "files": files,
-                    "content_sha256": content_sha256(table),
+        manifest = {"format": MANIFEST_FORMAT, **manifest, "rows": rows, "files": files,
+                    "content_sha256": digest.hexdigest(),
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic_write_json(tmp / MANIFEST, manifest)
     return manifest

@@ -10,13 +10,15 @@ rows set aside in RUN_DIR/NAME.rejects.jsonl (file, row, field, reason), and one
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from datasets import disable_progress_bars
 from omegaconf import DictConfig, OmegaConf
 
 from tulu_cli.curate.build import build_mix
-from tulu_cli.curate.dataset_dir import write_dataset, write_rows_jsonl
+from tulu_cli.curate.dataset_dir import write_dataset
 from tulu_cli.curate.display import console, curate_table, progress_bars
 from tulu_cli.curate.mixing import MixError
 from tulu_cli.data.sources import SourceError
@@ -44,17 +46,20 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     manifests: dict[str, dict] = {}
     for name, mix in datasets.items():
         seed = int(mix.get("seed", config.get("seed", 0)))
-        try:
-            with progress_bars() as new_bar:
-                result = build_mix(name, mix, seed, new_bar)
-        except (SourceError, MixError, ValueError) as exc:
-            raise StageError(f"dataset {name!r}: {exc}") from None
-        rejects_file = run_dir / f"{name}.rejects.jsonl"
-        write_rows_jsonl(rejects_file, result.rejects)
-        manifest = {"name": name, "kind": result.kind, "seed": seed, "shuffle": bool(mix.get("shuffle", True)),
-                    "sources": [stats.to_json() for stats in result.sources], "counts": result.counts(),
-                    "rejects_file": f"../{rejects_file.name}", "config": {"mix": mix, "stage": config}}
-        manifests[name] = write_dataset(run_dir / name, result.table, manifest, int(config.get("rows_per_file", 100_000)))
+        # The mix's working files (valid rows, rejects) sit next to the outputs, on the same file system.
+        with tempfile.TemporaryDirectory(dir=run_dir, prefix=f".{name}.work-") as work:
+            try:
+                with progress_bars() as new_bar:
+                    result = build_mix(name, mix, seed, new_bar, Path(work))
+            except (SourceError, MixError, ValueError) as exc:
+                raise StageError(f"dataset {name!r}: {exc}") from None
+            rejects_file = run_dir / f"{name}.rejects.jsonl"
+            os.replace(result.rejects.path, rejects_file)
+            manifest = {"name": name, "kind": result.kind, "seed": seed, "shuffle": bool(mix.get("shuffle", True)),
+                        "sources": [stats.to_json() for stats in result.sources], "counts": result.counts(),
+                        "rejects_file": f"../{rejects_file.name}", "config": {"mix": mix, "stage": config}}
+            manifests[name] = write_dataset(run_dir / name, result.rows, manifest,
+                                            int(config.get("rows_per_file", 100_000)), result.order)
     console.print(curate_table(manifests))
     atomic_write_json(run_dir / "summary.json", {name: {"path": str(run_dir / name), **m["counts"]}
                                                   for name, m in manifests.items()})
