@@ -67,7 +67,7 @@ def _python_peak(tmp_path, rows: int) -> int:
 
 
 def test_python_memory_of_a_mix_does_not_grow_with_its_rows(tmp_path):
-    small, large = _python_peak(tmp_path, 2_000), _python_peak(tmp_path, 20_000)
-    # Ten times the rows: the peak grows by the numpy arrays (keys, indices, order: ~50 bytes a row, under
-    # 1 MB here), not by a Python object per row (a dict per row was ~2 kB a row: 36 MB more).
+    small, large = _python_peak(tmp_path, 1_000), _python_peak(tmp_path, 10_000)
+    # Ten times the rows: the peak grows by the numpy arrays (keys, indices, order: ~100 bytes a row at the
+    # peak, 1 MB here), not by a Python object per row (a dict per row was ~2.7 kB a row: 25 MB more).
     assert large - small < 4 << 20, (small, large)
