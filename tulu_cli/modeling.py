@@ -102,13 +102,26 @@ def load_model(model_cfg: Mapping[str, Any], tokenizer, seed: int = 0):
         model = LlamaForCausalLM(config).to(dtype)
     else:
         raise ValueError("model: set `path` (hub id or directory) or `init` (an architecture to build)")
-    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=8)
+    cover_tokenizer(model, tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id
     if model_cfg.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model
+
+
+def cover_tokenizer(model, tokenizer) -> None:
+    """Grow the embeddings (to a multiple of 8) when the tokenizer has more tokens than they have
+    rows; a larger vocabulary is kept as it is."""
+    if embedding_rows(model) < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=8)
+
+
+def embedding_rows(model) -> int:
+    """Rows of the input embedding. Under ZeRO-3 (`zero.Init`) the local weight is an empty shard,
+    so its shape reads 0; the full shape is `ds_shape`."""
+    weight = model.get_input_embeddings().weight
+    return int(weight.ds_shape[0]) if hasattr(weight, "ds_shape") else int(weight.shape[0])
 
 
 def attention_implementation(requested: str) -> str:

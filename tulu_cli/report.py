@@ -8,8 +8,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.syntax import Syntax
+from rich.text import Text
 
 console = Console()
 
@@ -30,7 +32,7 @@ def show_dry_run(stage: str, resolved: dict, command: list[str]) -> None:
 
 
 def show_success(stage: str, run_dir: Path) -> None:
-    console.print(f"[green]tulu {stage} finished[/green]: {run_dir}")
+    console.print(f"[green]tulu {stage} finished[/green]: {escape(str(run_dir))}")
 
 
 def show_interrupted(stage: str, run_dir: Path, signum: int) -> None:
@@ -49,5 +51,6 @@ def show_failure(stage: str, run_dir: Path, code: int) -> None:
         log = run_dir / "logs" / "stage.log"
         lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
         summary = next((line for line in reversed(lines) if line.strip()), "no output")
-    console.print(Panel(f"{summary}\n\nfull log: {run_dir / 'logs' / 'stage.log'}",
-                        title=f"tulu {stage} failed (exit code {code})", style="red"))
+    # Plain text, not markup: error messages carry brackets (`[/path]`, `[rank 0]`) that rich would parse.
+    body = Text(f"{summary}\n\nfull log: {run_dir / 'logs' / 'stage.log'}")
+    console.print(Panel(body, title=escape(f"tulu {stage} failed (exit code {code})"), style="red"))

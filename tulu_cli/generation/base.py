@@ -66,7 +66,7 @@ def build_backend(kind: str, *, model=None, tokenizer=None, model_path: str | No
 
         if model is None or tokenizer is None:
             model, tokenizer = _load_for_generation(model_path)
-        return HFBackend(model, tokenizer, batch_size=batch_size)
+        return HFBackend(model, tokenizer, batch_size=batch_size, synced_gpus=options.get("synced_gpus", False))
     if kind == "vllm":
         from tulu_cli.generation.vllm_backend import VLLMBackend
 

@@ -8,10 +8,14 @@ from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt
 
 
 class HFBackend:
-    def __init__(self, model, tokenizer, batch_size: int = 32):
+    """`synced_gpus=True` when the model is sharded (ZeRO-3): every rank must then call `generate`
+    with the same number of batches, and each keeps running forward passes until all have finished."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 32, synced_gpus: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.synced_gpus = synced_gpus
 
     def load_weights(self, weights) -> None:
         """vLLM's model interface: copy each (name, full tensor) into the parameter of that name."""
@@ -57,6 +61,7 @@ class HFBackend:
                     max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
                     temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
                     top_k=None, num_return_sequences=sampling.n, eos_token_id=eos, pad_token_id=pad,
+                    synced_gpus=self.synced_gpus,
                 )
                 new_tokens = output[:, width:].tolist()
                 for prompt_index in range(len(chunk)):

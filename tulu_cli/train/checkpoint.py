@@ -102,23 +102,96 @@ def read_json(path: Path):
 
 def save_final(accelerator, model, tokenizer, run_dir: Path, part: str | None = None, name: str = "final") -> Path:
     """Write `RUN_DIR/name/` (default `final/`): a safetensors model and its tokenizer, loadable with
-    `from_pretrained`.
+    `from_pretrained`. Every rank must call it.
 
     `part` names a submodule to save instead of the whole model (e.g. the policy of a module that
-    also holds a value model).
+    also holds a value model). Under ZeRO-3 the full weights are gathered one module at a time and
+    written in shards, so neither a device nor the main process's memory holds the whole model.
     """
     from tulu_cli.io import atomic_dir
+    from tulu_cli.train.runtime import is_zero3
 
-    state_dict = accelerator.get_state_dict(model)
     target = run_dir / name
-    if accelerator.is_main_process:
-        to_save = accelerator.unwrap_model(model)
-        if part is not None:
-            to_save = getattr(to_save, part)
-            prefix = f"{part}."
-            state_dict = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
-        with atomic_dir(target) as tmp:
-            to_save.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+    module = accelerator.unwrap_model(model)
+    if part is not None:
+        module = getattr(module, part)
+    if is_zero3():
+        if accelerator.is_main_process:
+            with atomic_dir(target) as tmp:
+                write_gathered(module, tmp)
+                save_model_files(module, tokenizer, tmp)
+        else:
+            write_gathered(module, None)
+    else:
+        state_dict = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            if part is not None:
+                prefix = f"{part}."
+                state_dict = {key[len(prefix):]: value for key, value in state_dict.items()
+                              if key.startswith(prefix)}
+            with atomic_dir(target) as tmp:
+                module.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
     accelerator.wait_for_everyone()
     return target
+
+
+def write_gathered(module, directory: Path | None, max_shard_bytes: int = 2 * 1024**3) -> None:
+    """Gather a ZeRO-3 module's parameters one submodule at a time and write them (when `directory`
+    is set, on the main process) as safetensors shards of at most `max_shard_bytes`, with an index
+    when there is more than one. Every rank takes part in each gather. A parameter shared by two
+    modules (tied embeddings) is written once, under its first name, as `save_pretrained` does."""
+    import deepspeed
+    from safetensors.torch import save_file
+
+    files: list[tuple[Path, list[str]]] = []
+    shard: dict = {}
+    shard_bytes = total_bytes = 0
+    seen: set[int] = set()
+
+    def flush() -> None:
+        nonlocal shard, shard_bytes
+        if shard and directory is not None:
+            path = directory / f".shard-{len(files):05d}.safetensors"
+            save_file(shard, str(path), metadata={"format": "pt"})
+            files.append((path, list(shard)))
+        shard, shard_bytes = {}, 0
+
+    for prefix, submodule in module.named_modules():
+        params = [p for p in submodule.parameters(recurse=False) if id(p) not in seen]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            named = [(n, t) for n, t in submodule.named_parameters(recurse=False) if id(t) not in seen]
+            named += [(n, t) for n, t in submodule.named_buffers(recurse=False)
+                      if n not in submodule._non_persistent_buffers_set]
+            for local_name, tensor in named:
+                seen.add(id(tensor))
+                nbytes = tensor.numel() * tensor.element_size()
+                if shard and shard_bytes + nbytes > max_shard_bytes:
+                    flush()
+                if directory is not None:
+                    # A copy: the gathered storage is released when the context exits.
+                    shard[f"{prefix}.{local_name}" if prefix else local_name] = tensor.detach().to("cpu", copy=True)
+                shard_bytes += nbytes
+                total_bytes += nbytes
+    flush()
+    if directory is None:
+        return
+    if len(files) == 1:
+        files[0][0].rename(directory / "model.safetensors")
+        return
+    weight_map = {}
+    for number, (path, keys) in enumerate(files, start=1):
+        final_name = f"model-{number:05d}-of-{len(files):05d}.safetensors"
+        path.rename(directory / final_name)
+        weight_map.update(dict.fromkeys(keys, final_name))
+    index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def save_model_files(module, tokenizer, directory: Path) -> None:
+    """Everything of a `save_pretrained` directory but the weights: config, generation config, tokenizer."""
+    module.config.architectures = [type(module).__name__]
+    module.config.save_pretrained(directory)
+    if getattr(module, "generation_config", None) is not None and module.can_generate():
+        module.generation_config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)

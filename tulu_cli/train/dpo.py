@@ -138,8 +138,9 @@ def build_reference(cfg: DictConfig, accelerator, model, tokenizer, pairs, eval_
     batch_size, pad_id, packing = cfg.reference.batch_size, tokenizer.pad_token_id, cfg.train.packing
     if cfg.reference.mode == "online":
         from tulu_cli.modeling import load_model
+        from tulu_cli.train.runtime import prepare_frozen
 
-        frozen = load_model(cfg.model, tokenizer, cfg.seed).to(accelerator.device).eval().requires_grad_(False)
+        frozen = prepare_frozen(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
         evaluation = (dataset_logprobs(accelerator, frozen, eval_pairs, batch_size, pad_id, packing)
                       if eval_pairs is not None else None)
         return ref.OnlineReference(frozen, evaluation, pad_id, packing, accelerator)

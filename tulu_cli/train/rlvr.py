@@ -33,12 +33,18 @@ from tulu_cli.train.rl.engine_check import check_engine_logprobs
 from tulu_cli.train.rl.experience import experience_stats, make_experience
 from tulu_cli.train.rl.kl import ESTIMATORS
 from tulu_cli.train.rl.metrics import step_metrics
-from tulu_cli.train.rl.models import PolicyAndValue, load_value_model, prepare_reference
+from tulu_cli.train.rl.models import PolicyAndValue, load_value_model
 from tulu_cli.train.rl.rewards import per_dataset_stats, score_rollouts
 from tulu_cli.train.rl.rollout import build_rollout_backend, rollouts_for_all_ranks, samples_on_every_rank
 from tulu_cli.train.rl.update import LOSS_AGGREGATIONS, update_policy
 from tulu_cli.train.rl.weight_sync import sync_rollout_weights
-from tulu_cli.train.runtime import distributed_state, make_accelerator, seed_everything
+from tulu_cli.train.runtime import (
+    distributed_state,
+    make_accelerator,
+    prepare_frozen,
+    report_partitioning,
+    seed_everything,
+)
 from tulu_cli.validate_config import rollout_split_error
 
 ALGORITHMS = ("ppo", "grpo")
@@ -75,8 +81,9 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     updates_per_rollout = int(algo.epochs_per_rollout) * int(algo.minibatches_per_rollout)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.total_steps * updates_per_rollout)
     model, optimizer = accelerator.prepare(model, optimizer)
+    report_partitioning(accelerator, model)
     # The reference is the starting policy, reloaded from model.path; a checkpoint needs no copy of it.
-    reference = prepare_reference(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
+    reference = prepare_frozen(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
     start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir, scheduler, plan.total_steps)
     try:
         backend = build_rollout_backend(

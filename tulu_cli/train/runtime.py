@@ -15,7 +15,23 @@ def distributed_state():
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU")
+    return PartialState(cpu=cpu, **deepspeed_backend(cpu))
+
+
+def deepspeed_backend(cpu: bool) -> dict:
+    """The process-group backend to name when DeepSpeed runs without an accelerator.
+
+    accelerate leaves the backend unset on a machine with no GPU, lets DeepSpeed create the (gloo)
+    group, and then, having recorded no backend, reports a world of one on every rank. Naming `gloo`
+    makes it read the rank and world size of the group DeepSpeed joined.
+    """
+    import torch
+    from accelerate.utils import parse_flag_from_env
+
+    if cpu or not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED") or torch.cuda.is_available():
+        return {}
+    return {"backend": "gloo"}
 
 
 def make_accelerator(accumulation_steps: int, per_device_batch_size: int, max_grad_norm: float | None):
@@ -25,17 +41,76 @@ def make_accelerator(accumulation_steps: int, per_device_batch_size: int, max_gr
     here, because no dataloader is passed through `prepare` for accelerate to infer them from.
     """
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
 
     accelerator = Accelerator(gradient_accumulation_steps=accumulation_steps)
-    plugin = AcceleratorState().deepspeed_plugin
-    if plugin is not None:
-        config = plugin.deepspeed_config
+    config = deepspeed_config()
+    if config is not None:
         config["train_micro_batch_size_per_gpu"] = per_device_batch_size
         config["gradient_accumulation_steps"] = accumulation_steps
         config["train_batch_size"] = per_device_batch_size * accumulation_steps * accelerator.num_processes
         config["gradient_clipping"] = max_grad_norm if max_grad_norm else 0.0
     return accelerator
+
+
+def deepspeed_config() -> dict | None:
+    """The run's DeepSpeed config (its "auto" values filled once the Accelerator exists); None without DeepSpeed."""
+    from accelerate.state import AcceleratorState
+
+    plugin = AcceleratorState().deepspeed_plugin
+    return None if plugin is None else plugin.deepspeed_config
+
+
+def is_zero3() -> bool:
+    """Whether parameters are partitioned across ranks (DeepSpeed ZeRO stage 3)."""
+    config = deepspeed_config()
+    return config is not None and config.get("zero_optimization", {}).get("stage") == 3
+
+
+def report_partitioning(accelerator, model, name: str = "model") -> None:
+    """Print, from every rank, how many parameter elements the rank holds against the model's size.
+
+    Under ZeRO-3 a parameter's full size is `ds_numel` and the rank keeps only its partition
+    (`ds_tensor`); otherwise every rank holds every element.
+    """
+    count = partitioned = full = local = 0
+    for param in model.parameters():
+        count += 1
+        if hasattr(param, "ds_numel"):
+            full += param.ds_numel
+            local += param.ds_tensor.numel()
+            partitioned += param.ds_tensor.numel() < param.ds_numel
+        else:
+            full += param.numel()
+            local += param.numel()
+    print(f"partitioning ({name}): rank={accelerator.process_index} world={accelerator.num_processes} "
+          f"params={count} partitioned={partitioned} full_numel={full} local_numel={local}", flush=True)
+
+
+def prepare_frozen(accelerator, model):
+    """A frozen model for inference next to the trained one (a reference policy): on the device, or,
+    under DeepSpeed, an inference engine with the training run's ZeRO stage, so a ZeRO-3 run shards
+    it too and every forward pass gathers one module at a time."""
+    model.eval()
+    model.requires_grad_(False)
+    config = deepspeed_config()
+    if config is None:
+        return model.to(accelerator.device)
+    import deepspeed
+
+    zero = config.get("zero_optimization", {})
+    threshold = zero.get("stage3_param_persistence_threshold")
+    inference_config = {
+        "train_micro_batch_size_per_gpu": config["train_micro_batch_size_per_gpu"],
+        "bf16": config.get("bf16", {"enabled": False}),
+        "fp16": config.get("fp16", {"enabled": False}),
+        "zero_optimization": {
+            "stage": 3 if zero.get("stage") == 3 else 0,
+            "stage3_param_persistence_threshold": threshold if isinstance(threshold, int) else 10_000,
+        },
+    }
+    engine, *_ = deepspeed.initialize(model=model, config=inference_config)
+    engine.eval()
+    return engine
 
 
 def seed_everything(seed: int) -> None:

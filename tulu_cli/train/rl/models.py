@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tulu_cli.modeling import attention_implementation
+from tulu_cli.modeling import attention_implementation, cover_tokenizer
 
 
 class ValueModel(nn.Module):
@@ -52,8 +52,7 @@ def load_value_model(model_cfg: Mapping[str, Any], reward_model_path: str | None
         hidden = backbone.config.hidden_size
         head = nn.Linear(hidden, 1, bias=False, dtype=dtype)
         nn.init.normal_(head.weight, std=1 / math.sqrt(hidden + 1))
-    if backbone.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        backbone.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=8)
+    cover_tokenizer(backbone, tokenizer)
     if model_cfg.get("gradient_checkpointing"):
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return ValueModel(backbone, head)
@@ -66,41 +65,11 @@ class PolicyAndValue(nn.Module):
         super().__init__()
         self.policy = policy
         self.value = value
+        # accelerate sizes DeepSpeed's "auto" buckets from `model.config.hidden_size`.
+        self.config = policy.config
 
     def forward(self, input_ids, attention_mask=None, position_ids=None):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
         logits = self.policy(**inputs, use_cache=False).logits
         values = self.value(**inputs) if self.value is not None else None
         return logits, values
-
-
-def prepare_reference(accelerator, model: nn.Module) -> nn.Module:
-    """The frozen starting policy, for reference log-probs: on the device, or, under DeepSpeed, an
-    inference engine with the training run's ZeRO stage (so a 70B reference is sharded too)."""
-    from accelerate.state import AcceleratorState
-
-    model.eval()
-    model.requires_grad_(False)
-    plugin = AcceleratorState().deepspeed_plugin
-    if plugin is None:
-        return model.to(accelerator.device)
-    import deepspeed
-
-    train_config = plugin.deepspeed_config
-    stage = train_config.get("zero_optimization", {}).get("stage", 0)
-    config = {
-        "train_micro_batch_size_per_gpu": train_config["train_micro_batch_size_per_gpu"],
-        "bf16": train_config.get("bf16", {"enabled": False}),
-        "fp16": train_config.get("fp16", {"enabled": False}),
-        "zero_optimization": {"stage": 3 if stage == 3 else 0, "stage3_param_persistence_threshold": 10_000},
-    }
-    engine, *_ = deepspeed.initialize(model=model, config=config)
-    engine.eval()
-    return engine
-
-
-def is_zero3() -> bool:
-    from accelerate.state import AcceleratorState
-
-    plugin = AcceleratorState().deepspeed_plugin
-    return plugin is not None and plugin.deepspeed_config.get("zero_optimization", {}).get("stage") == 3

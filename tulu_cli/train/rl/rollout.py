@@ -40,24 +40,26 @@ def build_rollout_backend(
 ) -> GenerationBackend | None:
     """This rank's generation backend, or None where this rank does not generate.
 
-    `hf`: the main process samples with the learner's own policy. `vllm` + `colocate`: an engine on
+    `hf`: the main process samples with the learner's own policy; when the policy is sharded (ZeRO-3)
+    every rank does, in lockstep (`synced_gpus`), since each forward pass needs every rank's part of
+    the weights. `vllm` + `colocate`: an engine on
     every rank (one per `tensor_parallel_size` ranks), loaded from `model_path` and kept current by
     `weight_sync.sync_rollout_weights`. `vllm` + `server`: the main process talks to `vllm serve`
     processes on other GPUs and pushes the weights to them.
     """
     from tulu_cli.generation import build_backend
-    from tulu_cli.train.rl.models import is_zero3
+    from tulu_cli.train.runtime import is_zero3
 
     if gen_cfg.backend == "hf":
-        if is_zero3():
-            raise ValueError("generation.backend=hf cannot sample from a ZeRO-3 sharded policy; use vllm")
-        if not accelerator.is_main_process:
+        sharded = is_zero3()
+        if not accelerator.is_main_process and not sharded:
             return None
         return build_backend(
             "hf",
             model=accelerator.unwrap_model(model).policy,
             tokenizer=tokenizer,
             batch_size=gen_cfg.batch_size,
+            synced_gpus=sharded,
         )
     if gen_cfg.backend != "vllm":
         raise ValueError(f"generation.backend must be hf or vllm, got {gen_cfg.backend!r}")
@@ -129,9 +131,15 @@ def rollouts_for_all_ranks(
     every_rank: bool = False,
 ) -> list[Rollout]:
     """This rank's rollouts: sampled here (`every_rank`: colocated engines), or by the main process for
-    every rank's prompts in one call and scattered."""
+    every rank's prompts in one call and scattered. A sharded HF policy (`synced_gpus`) samples the
+    whole batch on every rank in lockstep, with the run's seed, and each rank keeps its share: the same
+    samples as the main process would draw, whatever the number of ranks."""
     if every_rank or accelerator.num_processes == 1:
         return generate_rollouts(backend, rows_per_rank[accelerator.process_index], sampling)
+    if getattr(backend, "synced_gpus", False):
+        flat = generate_rollouts(backend, [row for rows in rows_per_rank for row in rows], sampling)
+        start = sum(len(rows) for rows in rows_per_rank[: accelerator.process_index]) * sampling.n
+        return flat[start : start + len(rows_per_rank[accelerator.process_index]) * sampling.n]
     from accelerate.utils import broadcast_object_list
 
     shared: list = [None]
