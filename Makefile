@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch; installed first so nothing pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test test-all demo bench lint
+.PHONY: install test test-all demo bench lint gpu-check
 
 install: $(BIN)/tulu
 
@@ -27,6 +27,13 @@ test-all: install
 # The tiny Tulu 3 pipeline on CPU, end to end.
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash recipes/tiny.sh
+
+# On one CUDA GPU (not part of the tests): tiny SFT, DPO and RLVR for a few steps each under one-GPU
+# ZeRO-3 in bf16, PASS/FAIL per stage. Installs a CUDA build of torch when .venv/ does not exist yet.
+GPU_TORCH_SPEC ?= torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128
+gpu-check:
+	@test -x $(BIN)/tulu || $(MAKE) install TORCH_SPEC="$(GPU_TORCH_SPEC)"
+	$(BIN)/python -m tulu_cli.gpu_check
 
 bench: install
 	$(BIN)/pytest -q -s -m bench tests/benchmarks

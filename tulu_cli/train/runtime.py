@@ -69,13 +69,15 @@ def is_zero3() -> bool:
 def report_partitioning(accelerator, model, name: str = "model") -> None:
     """Print, from every rank, how many parameter elements the rank holds against the model's size.
 
-    Under ZeRO-3 a parameter's full size is `ds_numel` and the rank keeps only its partition
-    (`ds_tensor`); otherwise every rank holds every element.
+    Under ZeRO-3 (`zero3` counts the parameters it manages) a parameter's full size is `ds_numel`
+    and the rank keeps only its partition (`ds_tensor`; `partitioned` counts the parameters of which
+    the rank holds less than all); otherwise every rank holds every element.
     """
-    count = partitioned = full = local = 0
+    count = sharded = partitioned = full = local = 0
     for param in model.parameters():
         count += 1
         if hasattr(param, "ds_numel"):
+            sharded += 1
             full += param.ds_numel
             local += param.ds_tensor.numel()
             partitioned += param.ds_tensor.numel() < param.ds_numel
@@ -83,7 +85,7 @@ def report_partitioning(accelerator, model, name: str = "model") -> None:
             full += param.numel()
             local += param.numel()
     print(f"partitioning ({name}): rank={accelerator.process_index} world={accelerator.num_processes} "
-          f"params={count} partitioned={partitioned} full_numel={full} local_numel={local}", flush=True)
+          f"params={count} zero3={sharded} partitioned={partitioned} full_numel={full} local_numel={local}", flush=True)
 
 
 def prepare_frozen(accelerator, model):

@@ -1,0 +1,150 @@
+"""A smoke check for a CUDA machine (`make gpu-check`): tiny SFT, DPO (cached and online reference)
+and RLVR (GRPO and PPO, HF generation from the sharded policy) for a few steps each, under one-GPU
+DeepSpeed ZeRO-3 in bf16 (`launcher=zero3_1gpu`), each through the `tulu` command as a user runs it.
+Prints PASS/FAIL per stage with the reason and a summary; exits 1 if any stage failed.
+
+Needs only this package's own dependencies (torch with CUDA, transformers, accelerate, deepspeed):
+no vLLM, no flash-attn, nothing downloaded. `--dry-run` checks the configurations and prints the
+commands without a GPU; `--launcher cpu_zero3` runs the same checks on 2 CPU ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Each stage starts from the previous one's final/ (SFT from a fresh tiny model).
+STAGES: dict[str, list[str]] = {
+    "sft": ["sft", "conf=tiny", "data.max_rows=256", "train.max_steps=4", "train.log_every=1",
+            "checkpoint.every_steps=2"],
+    "dpo": ["dpo", "conf=tiny", "model.path={sft}", "data.max_rows=64", "data.eval=null", "train.max_steps=3",
+            "train.log_every=1", "reference.cache_dir={work}/ref_cache"],
+    "dpo_online": ["dpo", "conf=tiny", "model.path={sft}", "data.max_rows=64", "data.eval=null",
+                   "train.max_steps=3", "train.log_every=1", "reference.mode=online"],
+    "rlvr_grpo": ["rlvr", "conf=tiny", "algorithm=grpo", "model.path={dpo}", "data.max_rows=64",
+                  "grpo.prompts_per_rollout=4", "grpo.samples_per_prompt=4", "train.per_device_batch_size=4",
+                  "rollout.response_length=24", "train.max_steps=2", "generation.backend=hf"],
+    "rlvr_ppo": ["rlvr", "conf=tiny", "algorithm=ppo", "model.path={dpo}", "data.max_rows=64",
+                 "ppo.prompts_per_rollout=8", "ppo.epochs_per_rollout=2", "train.per_device_batch_size=4",
+                 "rollout.response_length=24", "train.max_steps=2", "generation.backend=hf"],
+}
+STAGE_TIMEOUT_S = 240
+
+
+@dataclass
+class Outcome:
+    stage: str
+    passed: bool
+    detail: str
+    seconds: float
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", type=Path, default=Path("runs/gpu-check"))
+    parser.add_argument("--launcher", default="zero3_1gpu", help="launcher profile (cpu_zero3 runs on CPU)")
+    parser.add_argument("--dry-run", action="store_true", help="check configs and print commands; run nothing")
+    args = parser.parse_args(argv)
+    work = args.output_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    problem = None if args.dry_run or args.launcher.startswith("cpu") else preflight()
+    outcomes: list[Outcome] = []
+    if problem:
+        outcomes.append(Outcome("preflight", False, problem, 0.0))
+    else:
+        for stage in STAGES:
+            outcomes.append(run_stage(stage, work, args.launcher, args.dry_run))
+            report(outcomes[-1])
+    if problem:
+        report(outcomes[0])
+    failed = [o.stage for o in outcomes if not o.passed]
+    total = sum(o.seconds for o in outcomes)
+    verdict = f"FAIL ({', '.join(failed)})" if failed else "PASS"
+    print(f"gpu-check: {len(outcomes) - len(failed)}/{len(outcomes)} passed in {total:.0f} s: {verdict}", flush=True)
+    (work / "summary.json").write_text(json.dumps([o.__dict__ for o in outcomes], indent=2) + "\n")
+    return 1 if failed else 0
+
+
+def preflight() -> str | None:
+    """Why this machine cannot run the check (None when it can); printed as the preflight FAIL."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed (make install TORCH_SPEC=\"torch==X --index-url .../cu128\")"
+    if not torch.cuda.is_available():
+        return (f"torch {torch.__version__} sees no CUDA device; install a CUDA build: "
+                "make install TORCH_SPEC=\"torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128\"")
+    if not torch.cuda.is_bf16_supported():
+        return f"{torch.cuda.get_device_name(0)} does not support bf16 (the profile trains in bf16)"
+    try:
+        import accelerate
+        import deepspeed
+    except ImportError as exc:
+        return f"{exc.name} is not installed (pip install -e .)"
+    print(f"gpu-check: {torch.cuda.get_device_name(0)}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
+          f"accelerate {accelerate.__version__}, deepspeed {deepspeed.__version__}", flush=True)
+    return None
+
+
+def stage_command(stage: str, work: Path, launcher: str) -> list[str]:
+    paths = {"work": work, "sft": work / "sft" / "final", "dpo": work / "dpo" / "final"}
+    args = [arg.format(**paths) for arg in STAGES[stage]]
+    return [sys.executable, "-m", "tulu_cli.cli", *args, f"launcher={launcher}", f"output_dir={work / stage}"]
+
+
+def run_stage(stage: str, work: Path, launcher: str, dry_run: bool) -> Outcome:
+    command = stage_command(stage, work, launcher)
+    print(f"gpu-check: {stage}: {' '.join(command[2:])}", flush=True)
+    started = time.time()
+    try:
+        result = subprocess.run([*command, *(["--dry-run"] if dry_run else [])], capture_output=True, text=True,
+                                timeout=STAGE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return Outcome(stage, False, f"no result within {STAGE_TIMEOUT_S} s (see {work / stage / 'logs'})",
+                       time.time() - started)
+    seconds = time.time() - started
+    if result.returncode != 0:
+        lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+        failure = work / stage / "logs" / "failure.txt"
+        reason = failure.read_text().splitlines()[0] if failure.exists() else (lines[-1] if lines else "no output")
+        return Outcome(stage, False, f"exit code {result.returncode}: {reason}", seconds)
+    if dry_run:
+        return Outcome(stage, True, "config resolved (dry run)", seconds)
+    return Outcome(stage, *check_run(work / stage), seconds)
+
+
+def check_run(run_dir: Path) -> tuple[bool, str]:
+    """(passed, detail): finite losses every step, the model sharded by ZeRO-3, full weights in final/."""
+    from safetensors import safe_open
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    losses = [row.get("loss") for row in rows]
+    if not rows or not all(isinstance(x, float) and math.isfinite(x) for x in losses):
+        return False, f"losses not all finite: {losses}"
+    log = (run_dir / "logs" / "stage.log").read_text(errors="replace")
+    line = next((x for x in log.splitlines() if x.startswith("partitioning (model)")), "")
+    fields = dict(part.split("=") for part in line.split()[2:])
+    if not fields or fields.get("zero3") != fields.get("params"):
+        return False, f"parameters not managed by ZeRO-3: {line or 'no partitioning line'}"
+    empty = []
+    for path in sorted((run_dir / "final").glob("*.safetensors")):
+        with safe_open(path, "pt") as weights:
+            empty += [key for key in weights.keys() if 0 in weights.get_slice(key).get_shape()]
+    if empty or not list((run_dir / "final").glob("*.safetensors")):
+        return False, f"final/ holds empty or no tensors: {empty[:3]}"
+    return True, f"{len(rows)} steps, last loss {losses[-1]:.4g}, final/ full weights"
+
+
+def report(outcome: Outcome) -> None:
+    status = "PASS" if outcome.passed else "FAIL"
+    print(f"{status} {outcome.stage} ({outcome.seconds:.0f} s): {outcome.detail}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
