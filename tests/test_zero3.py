@@ -88,13 +88,33 @@ def assert_same_training(zero3: Path, ddp: Path, start: Path) -> None:
 @pytest.fixture(scope="module")
 def start_model(tmp_path_factory, tiny_tokenizer, tiny_model_factory) -> Path:
     """A tiny policy saved like an SFT `final/`, with more embedding rows than the tokenizer has
-    tokens: a run must keep them (under `zero.Init` the local weight reads 0 rows)."""
+    tokens: a run must keep them (under `zero.Init` the local weight reads 0 rows). Its eos logit is
+    raised so that about half of short samples stop and half do not: with a non-stop penalty, GRPO
+    groups then have reward spread and train (an untrained model's rewards are all equal)."""
     path = tmp_path_factory.mktemp("zero3_start") / "final"
     model = tiny_model_factory(seed=3)
     model.resize_token_embeddings(model.config.vocab_size + EXTRA_VOCAB)
+    raise_eos_logit(model, tiny_tokenizer, boost=3.0)
     model.save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
+
+
+def raise_eos_logit(model, tokenizer, boost: float) -> None:
+    """Add `boost` to the eos logit on average: a random model's final hidden states share a strong
+    common direction, so moving the (tied) eos embedding along it lifts that logit at every position."""
+    from tulu_cli.config import assets_dir
+
+    rows = [json.loads(line) for line in (assets_dir() / "tiny" / "rlvr_train.jsonl").read_text().splitlines()[:16]]
+    with torch.no_grad():
+        states = torch.cat([
+            model(tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True, return_tensors="pt",
+                                                return_dict=True)["input_ids"],
+                  output_hidden_states=True).hidden_states[-1][0]
+            for row in rows
+        ])
+        direction = states.mean(0)
+        model.get_input_embeddings().weight[tokenizer.eos_token_id] += boost * direction / direction.norm() ** 2
 
 
 SFT = ["sft", "conf=tiny", "data.max_rows=64", "train.effective_batch_size=8", "train.per_device_batch_size=4",
@@ -174,7 +194,7 @@ def test_dpo_online_reference_under_zero3_matches_ddp(dpo_runs, start_model):
 
 RLVR = ["rlvr", "conf=tiny", "data.max_rows=64", "grpo.prompts_per_rollout=4", "grpo.samples_per_prompt=2",
         "ppo.prompts_per_rollout=4", "ppo.epochs_per_rollout=2", "train.per_device_batch_size=2",
-        "rollout.response_length=8", "train.max_steps=2"]
+        "rollout.response_length=8", "train.max_steps=2", "grpo.non_stop_penalty=-10", "optim.lr=1e-3"]
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +215,7 @@ def test_rlvr_generates_from_the_sharded_policy_and_matches_ddp(rlvr_runs, start
     assert_one_sharded_world(zero3)
     sharded, plain = read_metrics(zero3), read_metrics(ddp)
     assert [m["step"] for m in sharded] == [1, 2]
+    assert 0 < sharded[0]["stop_rate"] < 1
     # Every rank sampled the whole rollout batch with the run's seed: the same responses as DDP's.
     for a, b in zip(sharded, plain, strict=True):
         assert a["response_length"] == b["response_length"] and a["reward"] == b["reward"]
