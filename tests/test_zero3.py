@@ -220,3 +220,21 @@ def test_rlvr_generates_from_the_sharded_policy_and_matches_ddp(rlvr_runs, start
     for a, b in zip(sharded, plain, strict=True):
         assert a["response_length"] == b["response_length"] and a["reward"] == b["reward"]
     assert_same_training(zero3, ddp, start_model)
+
+
+@pytest.mark.slow
+def test_offload_settings_keep_the_schedule_and_match_ddp(sft_runs, start_model, tmp_path):
+    """`zero3_offload_8gpu`'s DeepSpeed settings on CPU ranks: parameters and optimizer state offloaded,
+    the trainer's AdamW kept (so its warmup/decay schedule applies); the same weights as DDP."""
+    from omegaconf import OmegaConf
+
+    profile = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "launcher" / "zero3_offload_8gpu.yaml")
+    offload = profile.deepspeed.zero_optimization
+    run_dir = tmp_path / "offload"
+    run_tulu(*SFT, f"model.path={start_model}", *launch("cpu_zero3", run_dir),
+             "+launcher.deepspeed.zero_optimization.offload_optimizer={device: cpu}",
+             "+launcher.deepspeed.zero_optimization.offload_param={device: cpu}",
+             f"+launcher.deepspeed.zero_force_ds_cpu_optimizer={str(profile.deepspeed.zero_force_ds_cpu_optimizer).lower()}")
+    assert offload.offload_optimizer.device == offload.offload_param.device == "cpu"
+    assert_one_sharded_world(run_dir)
+    assert_same_training(run_dir, sft_runs["ddp"], start_model)
