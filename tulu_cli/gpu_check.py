@@ -32,7 +32,8 @@ STAGES: dict[str, list[str]] = {
                   "rollout.response_length=24", "train.max_steps=2", "generation.backend=hf"],
     "rlvr_ppo": ["rlvr", "conf=tiny", "algorithm=ppo", "model.path={dpo}", "data.max_rows=64",
                  "ppo.prompts_per_rollout=8", "ppo.epochs_per_rollout=2", "train.per_device_batch_size=4",
-                 "rollout.response_length=24", "train.max_steps=2", "generation.backend=hf"],
+                 "rollout.response_length=24", "train.max_steps=2", "generation.backend=hf",
+                 "ppo.value_warmup_steps=0"],
 }
 STAGE_TIMEOUT_S = 240
 
