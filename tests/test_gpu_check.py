@@ -21,7 +21,7 @@ def gpu_check(*args: str) -> subprocess.CompletedProcess:
 def test_dry_run_resolves_every_stage_under_the_one_gpu_zero3_profile(tmp_path):
     result = gpu_check("--dry-run", "--output-dir", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    for stage in ("sft", "dpo", "dpo_online", "rlvr_grpo", "rlvr_ppo"):
+    for stage in ("sft", "dpo", "dpo_online", "rlvr_grpo", "rlvr_ppo", "rlvr_vllm"):
         assert f"PASS {stage}" in result.stdout
         config = yaml.safe_load((tmp_path / stage / "config.yaml").read_text())
         launcher = config["launcher"]
@@ -29,7 +29,9 @@ def test_dry_run_resolves_every_stage_under_the_one_gpu_zero3_profile(tmp_path):
         assert launcher["mixed_precision"] == "bf16" and launcher["deepspeed"]["zero_optimization"]["stage"] == 3
         assert "--use_deepspeed" in (tmp_path / stage / "command.txt").read_text()
     assert yaml.safe_load((tmp_path / "rlvr_ppo" / "config.yaml").read_text())["generation"]["backend"] == "hf"
-    assert "gpu-check: 5/5 passed" in result.stdout
+    vllm = yaml.safe_load((tmp_path / "rlvr_vllm" / "config.yaml").read_text())["generation"]
+    assert vllm["backend"] == "vllm" and vllm["vllm"]["mode"] == "colocate"
+    assert "gpu-check: 6/6 passed" in result.stdout
 
 
 def test_without_cuda_it_fails_at_the_preflight_with_the_install_command(tmp_path):

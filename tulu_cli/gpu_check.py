@@ -1,16 +1,20 @@
 """A smoke check for a CUDA machine (`make gpu-check`): tiny SFT, DPO (cached and online reference)
 and RLVR (GRPO and PPO, HF generation from the sharded policy) for a few steps each, under one-GPU
 DeepSpeed ZeRO-3 in bf16 (`launcher=zero3_1gpu`), each through the `tulu` command as a user runs it.
-Prints PASS/FAIL per stage with the reason and a summary; exits 1 if any stage failed.
+Where vLLM is importable (`pip install -e ".[vllm]"`), RLVR runs once more with a colocated vLLM engine
+(weights sent one parameter at a time after each update, the engine/learner log-prob check after the
+first); without vLLM that case is skipped, not failed. Prints PASS/FAIL/SKIP per stage with the reason
+and a summary; exits 1 if any stage failed.
 
 Needs only this package's own dependencies (torch with CUDA, transformers, accelerate, deepspeed):
-no vLLM, no flash-attn, nothing downloaded. `--dry-run` checks the configurations and prints the
-commands without a GPU; `--launcher cpu_zero3` runs the same checks on 2 CPU ranks.
+vLLM only for its own case, no flash-attn, nothing downloaded. `--dry-run` checks the configurations
+and prints the commands without a GPU; `--launcher cpu_zero3` runs the same checks on 2 CPU ranks.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import subprocess
@@ -34,7 +38,14 @@ STAGES: dict[str, list[str]] = {
                  "ppo.prompts_per_rollout=8", "ppo.epochs_per_rollout=2", "train.per_device_batch_size=4",
                  "rollout.response_length=24", "train.max_steps=2", "generation.backend=hf",
                  "ppo.value_warmup_steps=0"],
+    # GRPO sampling from a vLLM engine colocated with the learner on the same GPU (asleep while it trains).
+    "rlvr_vllm": ["rlvr", "conf=tiny", "algorithm=grpo", "model.path={dpo}", "data.max_rows=64",
+                  "grpo.prompts_per_rollout=4", "grpo.samples_per_prompt=4", "train.per_device_batch_size=4",
+                  "rollout.response_length=24", "train.max_steps=2", "generation.backend=vllm",
+                  "generation.vllm.mode=colocate", "generation.vllm.gpu_memory_utilization=0.3"],
 }
+# Stages that need vLLM; skipped where it is not importable.
+VLLM_STAGES = ("rlvr_vllm",)
 STAGE_TIMEOUT_S = 240
 
 
@@ -60,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(Outcome("preflight", False, problem, 0.0))
     else:
         for stage in STAGES:
+            if stage in VLLM_STAGES and not args.dry_run and importlib.util.find_spec("vllm") is None:
+                print(f"SKIP {stage}: vLLM is not installed (pip install -e \".[vllm]\")", flush=True)
+                continue
             outcomes.append(run_stage(stage, work, args.launcher, args.dry_run))
             report(outcomes[-1])
     if problem:
@@ -117,7 +131,12 @@ def run_stage(stage: str, work: Path, launcher: str, dry_run: bool) -> Outcome:
         return Outcome(stage, False, f"exit code {result.returncode}: {reason}", seconds)
     if dry_run:
         return Outcome(stage, True, "config resolved (dry run)", seconds)
-    return Outcome(stage, *check_run(work / stage), seconds)
+    passed, detail = check_run(work / stage)
+    if passed and stage in VLLM_STAGES:
+        log = (work / stage / "logs" / "stage.log").read_text(errors="replace")
+        check = next((line for line in log.splitlines() if line.startswith("log-prob check")), "")
+        passed, detail = check.startswith("log-prob check passed"), f"{detail}; {check or 'no log-prob check'}"
+    return Outcome(stage, passed, detail, seconds)
 
 
 def check_run(run_dir: Path) -> tuple[bool, str]:
