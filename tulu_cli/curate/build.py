@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import numpy as np
 import pyarrow as pa
 
+from tulu_cli.curate.dataset_dir import take_rows
 from tulu_cli.curate.mixing import SourceSpec, parse_sources, select_indices, target_rows
 from tulu_cli.curate.schemas import ARROW_SCHEMAS, KINDS, content_key, normalize_row
 from tulu_cli.data.sources import Loaded, load_source, row_dict
@@ -101,7 +102,7 @@ class MixResult:
     @property
     def table(self) -> pa.Table:
         """The whole mix in memory, for small mixes; large ones are written shard by shard (`write_dataset`)."""
-        return self.rows.take(pa.array(self.order, pa.int64()))
+        return take_rows(self.rows, self.order)
 
     def counts(self) -> dict:
         rejected: Counter = Counter()

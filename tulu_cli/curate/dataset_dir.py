@@ -46,6 +46,24 @@ def _hash_rows(digest: Any, table: pa.Table) -> None:
             digest.update(b"\n")
 
 
+def take_rows(table: pa.Table, indices: np.ndarray) -> pa.Table:
+    """`table.take(indices)`, one record batch at a time: Arrow's take on a table of many batches first
+    joins them into one, a copy of the whole (memory-mapped) table; this copies only the rows taken."""
+    indices = np.asarray(indices, np.int64)
+    ascending = np.argsort(indices, kind="stable")
+    wanted = indices[ascending]
+    parts, offset = [], 0
+    for batch in table.to_batches():
+        low, high = np.searchsorted(wanted, [offset, offset + batch.num_rows])
+        if high > low:
+            parts.append(batch.take(pa.array(wanted[low:high] - offset)))
+        offset += batch.num_rows
+    taken = pa.Table.from_batches(parts, schema=table.schema).combine_chunks()
+    inverse = np.empty_like(ascending)
+    inverse[ascending] = np.arange(len(ascending))
+    return taken.take(pa.array(inverse))
+
+
 def write_dataset(path: Path, table: pa.Table, manifest: dict[str, Any], rows_per_file: int = 100_000,
                   order: np.ndarray | None = None) -> dict:
     """Write `table` as Parquet shards under `path/data/` and the manifest (completed with the row
@@ -65,7 +83,7 @@ def write_dataset(path: Path, table: pa.Table, manifest: dict[str, Any], rows_pe
             if order is None:
                 part = table.slice(shard * rows_per_file, rows_per_file)
             else:
-                part = table.take(pa.array(order[shard * rows_per_file:(shard + 1) * rows_per_file], pa.int64()))
+                part = take_rows(table, order[shard * rows_per_file:(shard + 1) * rows_per_file])
             _hash_rows(digest, part)
             relative = f"data/train-{shard:05d}-of-{shards:05d}.parquet"
             pq.write_table(part, tmp / relative)
