@@ -45,7 +45,7 @@ def pinned_mix(folder):
 
 def test_a_streamed_mix_is_the_mix_the_in_memory_builder_made(tmp_path):
     result = build_mix("m", pinned_mix(tmp_path), seed=7, progress=no_progress)
-    manifest = write_dataset(tmp_path / "out", result.table, {"name": "m"}, rows_per_file=500)
+    manifest = write_dataset(tmp_path / "out", result.rows, {"name": "m"}, rows_per_file=500, order=result.order)
     assert manifest["content_sha256"] == PINNED_CONTENT_SHA256
 
 
