@@ -6,6 +6,7 @@ process's own memory, what grows when rows are held as Python objects).
 Run with `make bench` or `pytest tests/benchmarks/bench_curate_scale.py -m bench -s`. Size (env var):
 
 - TULU_BENCH_CURATE_ROWS   rows of the large mix (default 200,000; ~600 bytes each); the small one has a tenth
+- TULU_BENCH_CURATE_ROWS_PER_FILE   rows per output shard of both runs (default 10,000)
 
 The mix has two sources: Tulu messages (1% repeated rows) and ShareGPT rows of which half repeat the
 first source, taken by fraction and by row count, shuffled. Goal: the large mix's peak private memory
@@ -28,6 +29,9 @@ import pytest
 from tests.benchmarks.bench_data_scale import descendants, memory_mb
 
 ROWS = int(os.environ.get("TULU_BENCH_CURATE_ROWS", "200000"))
+# Rows per output shard: the write step holds one shard's rows (taken, then Parquet-encoded), so the two
+# runs compare at the same shard size; at the stage default (100,000) a 100k-row shard costs ~300 MB.
+ROWS_PER_FILE = int(os.environ.get("TULU_BENCH_CURATE_ROWS_PER_FILE", "10000"))
 MAX_ANON_GROWTH_MB = 200
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,13 +53,13 @@ def write_sources(folder: Path, rows: int) -> tuple[Path, Path]:
     return tulu, sharegpt
 
 
-def curate_peak_memory(repo: Path, folder: Path, rows: int) -> tuple[dict, dict]:
+def curate_peak_memory(repo: Path, folder: Path, rows: int, rows_per_file: int = ROWS_PER_FILE) -> tuple[dict, dict]:
     """({peak_rss_mb, peak_anon_mb} of the `tulu curate` stage process, polled from /proc), the mix counts."""
     tulu, sharegpt = write_sources(folder / "sources", rows)
     mix = f"{{kind:sft,seed:3,sources:{{tulu:{{path:'{tulu}',fraction:0.9}},share:{{path:'{sharegpt}',rows:{rows // 5}}}}}}}"
     env = {**os.environ, "PYTHONPATH": str(repo), "HF_DATASETS_CACHE": str(folder / "cache")}
     process = subprocess.Popen([sys.executable, "-m", "tulu_cli.cli", "curate", f"output_dir={folder / 'run'}",
-                                "~datasets", f"+datasets.big={mix}"], cwd=folder, env=env,
+                                f"rows_per_file={rows_per_file}", "~datasets", f"+datasets.big={mix}"], cwd=folder, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peaks: dict[int, tuple[float, float]] = {}
 
