@@ -4,8 +4,8 @@
 #   -> sft -> dpo -> rlvr -> eval of each trained stage -> compare
 # Usage: recipes/tulu3.sh SIZE [--runs DIR] [--from STAGE] [--dry-run] [STAGE:key=value ...]
 # SIZE is 8b or 70b. Stages: curate decontaminate sft dpo rlvr eval compare.
-# A training stage replaces its earlier run (overwrite=true): it starts from the stage before it, which a
-# rerun may have changed. To continue a killed training stage instead: `--from sft sft:resume=true`.
+# A training stage never deletes an earlier run of its own (days of GPU time): rerunning into one stops with
+# a message. Continue a killed stage with `--from sft sft:resume=true`, or replace it with `sft:overwrite=true`.
 set -euo pipefail
 SIZE="${1:?usage: $0 8b|70b [options]}"; shift
 case "$SIZE" in 8b|70b) ;; *) echo "SIZE must be 8b or 70b" >&2; exit 2 ;; esac
@@ -24,11 +24,9 @@ step curate "$TULU" curate conf=tulu3_rlvr output_dir=$DATA/rlvr
 step decontaminate "$TULU" decontaminate conf=tulu3_sft \
   "train=[$DATA/sft/tulu3_sft,$DATA/prefs/tulu3_prefs_$SIZE,$DATA/rlvr/tulu3_rlvr]" remove=true \
   output_dir=$RUNS/decontaminate
-step sft "$TULU" sft conf=$PRESET data.train=$CLEAN/tulu3_sft output_dir=$RUNS/sft overwrite=true
-step dpo "$TULU" dpo conf=$PRESET model.path=$RUNS/sft/final data.train=$CLEAN/tulu3_prefs_$SIZE output_dir=$RUNS/dpo \
-  overwrite=true
-step rlvr "$TULU" rlvr conf=$PRESET model.path=$RUNS/dpo/final data.train=$CLEAN/tulu3_rlvr output_dir=$RUNS/rlvr \
-  overwrite=true
+step sft "$TULU" sft conf=$PRESET data.train=$CLEAN/tulu3_sft output_dir=$RUNS/sft
+step dpo "$TULU" dpo conf=$PRESET model.path=$RUNS/sft/final data.train=$CLEAN/tulu3_prefs_$SIZE output_dir=$RUNS/dpo
+step rlvr "$TULU" rlvr conf=$PRESET model.path=$RUNS/dpo/final data.train=$CLEAN/tulu3_rlvr output_dir=$RUNS/rlvr
 for model in sft dpo rlvr; do
   step eval "$TULU" eval conf=tulu3_dev model.path=$RUNS/$model/final output_dir=$RUNS/eval/$model
 done

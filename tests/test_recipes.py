@@ -38,6 +38,10 @@ def test_8b_dry_run_prints_every_stage_with_its_published_values(tmp_path):
                   "--use_deepspeed", "meta-llama/Llama-3.1-8B"):
         assert shown in out, shown
     assert f"model.path={tmp_path}/sft/final" in out and f"model.path={tmp_path}/dpo/final" in out
+    # A rerun of a published recipe never deletes a training run: only the user's `STAGE:overwrite=true` does.
+    assert "overwrite=true" not in out
+    replaced = recipe("tulu3_8b.sh", "--dry-run", "--runs", str(tmp_path), "sft:overwrite=true")
+    assert [line for line in stage_lines(replaced.stdout) if "overwrite=true" in line][0].startswith("== sft")
 
 
 def test_from_skips_the_earlier_stages(tmp_path):
