@@ -26,7 +26,7 @@ test-all: install
 
 # The tiny Tulu 3 pipeline on CPU, end to end.
 demo: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash recipes/tiny.sh
+	$(BIN)/tulu recipe tiny
 
 # On one CUDA GPU (not part of the tests): tiny SFT, DPO and RLVR for a few steps each under one-GPU
 # ZeRO-3 in bf16, PASS/FAIL per stage. Installs a CUDA build of torch when .venv/ does not exist yet.

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tulu_cli.config import conf_dir
+
 ROOT = Path(__file__).resolve().parent.parent
+# The config tree bundled in the package.
+CONF = conf_dir()
 TULU = [sys.executable, "-m", "tulu_cli.cli"]
 
 
@@ -82,7 +86,7 @@ def tiny_model_factory(tiny_tokenizer):
 
     from tulu_cli.modeling import load_model
 
-    model_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"))
+    model_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "tiny.yaml"))
 
     def build(seed: int = 0):
         return load_model(model_cfg, tiny_tokenizer, seed=seed)

@@ -44,14 +44,15 @@ def test_valid_presets_pass_and_validation_needs_no_torch():
 import sys
 from omegaconf import OmegaConf
 from hydra import compose, initialize_config_dir
-from tulu_cli.config import conf_dir, presets, register_resolvers
+from tulu_cli.config import config_roots, hydra_search, presets, register_resolvers
 from tulu_cli.validate_config import config_errors
 register_resolvers()
 bad = []
 for stage in ("curate", "decontaminate", "sft", "dpo", "rlvr", "eval"):
     for preset in presets(stage):
-        with initialize_config_dir(str(conf_dir() / stage), version_base="1.3"):
-            cfg = compose(preset, overrides=["output_dir=unused", f"hydra.searchpath=[file://{conf_dir()}]"])
+        primary, searchpath = hydra_search(stage, preset, config_roots())
+        with initialize_config_dir(str(primary), version_base="1.3"):
+            cfg = compose(preset, overrides=["output_dir=unused", searchpath])
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved.pop("hydra", None)
         bad += [f"{stage}/{preset}: {e}" for e in config_errors(stage, resolved)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, run_tulu
+from tests.conftest import CONF, run_tulu
 from tulu_cli.eval.readiness import task_status
 from tulu_cli.eval.results import TaskResult, write_results
 from tulu_cli.eval.tasks import select_tasks
@@ -22,7 +22,7 @@ def save_untrained_tiny_model(directory: Path) -> Path:
     from tulu_cli.config import assets_dir
     from tulu_cli.modeling import load_model, load_tokenizer
 
-    model_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"))
+    model_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "tiny.yaml"))
     tokenizer = load_tokenizer(model_cfg, assets_dir())
     load_model(model_cfg, tokenizer, seed=0).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

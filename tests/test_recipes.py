@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TULU
 
 
-def recipe(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(ROOT)}
-    return subprocess.run(["bash", str(ROOT / "recipes" / script), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+def recipe(name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`tulu recipe NAME ARGS...`: the recipe shipped in the package, calling the `tulu` beside this Python."""
+    return subprocess.run([*TULU, "recipe", name, *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def stage_lines(output: str) -> list[str]:
@@ -25,7 +22,7 @@ def stage_lines(output: str) -> list[str]:
 
 
 def test_8b_dry_run_prints_every_stage_with_its_published_values(tmp_path):
-    result = recipe("tulu3_8b.sh", "--dry-run", "--runs", str(tmp_path))
+    result = recipe("tulu3_8b", "--dry-run", "--runs", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     stages = [line.split(":")[0][3:] for line in stage_lines(result.stdout)]
     assert stages == ["curate"] * 3 + ["decontaminate", "sft", "dpo", "rlvr"] + ["eval"] * 3
@@ -40,23 +37,23 @@ def test_8b_dry_run_prints_every_stage_with_its_published_values(tmp_path):
     assert f"model.path={tmp_path}/sft/final" in out and f"model.path={tmp_path}/dpo/final" in out
     # A rerun of a published recipe never deletes a training run: only the user's `STAGE:overwrite=true` does.
     assert "overwrite=true" not in out
-    replaced = recipe("tulu3_8b.sh", "--dry-run", "--runs", str(tmp_path), "sft:overwrite=true")
+    replaced = recipe("tulu3_8b", "--dry-run", "--runs", str(tmp_path), "sft:overwrite=true")
     assert [line for line in stage_lines(replaced.stdout) if "overwrite=true" in line][0].startswith("== sft")
 
 
 def test_from_skips_the_earlier_stages(tmp_path):
-    result = recipe("tulu3_70b.sh", "--dry-run", "--from", "dpo", "--runs", str(tmp_path))
+    result = recipe("tulu3_70b", "--dry-run", "--from", "dpo", "--runs", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     skipped = [line for line in stage_lines(result.stdout) if "skipped" in line]
     assert len(skipped) == 5 and "lr: 2.0e-07" in result.stdout
-    bad = recipe("tulu3_8b.sh", "--from", "nope")
+    bad = recipe("tulu3_8b", "--from", "nope")
     assert bad.returncode == 2 and "unknown stage" in bad.stderr
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_tiny_pipeline_end_to_end(tmp_path):
-    result = recipe("tiny.sh", "--runs", str(tmp_path), timeout=1800)
+    result = recipe("tiny", "--runs", str(tmp_path), timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "tulu eval compare" in result.stdout and (tmp_path / "compare.png").exists()
     import json

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT
+from tests.conftest import CONF, ROOT
 from tests.vllm_protocol_server import VLLMProtocolServer
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
@@ -32,7 +32,7 @@ def run_learner_job(launcher_name: str, start_model, out, server_url: str | None
 
     from tulu_cli import launch
 
-    launcher = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "launcher" / f"{launcher_name}.yaml"))
+    launcher = OmegaConf.to_container(OmegaConf.load(CONF / "launcher" / f"{launcher_name}.yaml"))
     launcher["main_port"] = free_port()
     (out / "job.json").write_text(json.dumps({"model": str(start_model), "server": server_url,
                                               "group_port": group_port}))
@@ -45,7 +45,7 @@ def run_learner_job(launcher_name: str, start_model, out, server_url: str | None
 
 
 # ZeRO-3 on 2 CPU ranks where the project has the profile, else 2 DDP ranks.
-LAUNCHER = "cpu_zero3" if (ROOT / "conf" / "launcher" / "cpu_zero3.yaml").exists() else "cpu_ddp2"
+LAUNCHER = "cpu_zero3" if (CONF / "launcher" / "cpu_zero3.yaml").exists() else "cpu_ddp2"
 
 
 def test_two_ranks_send_weights_parameter_by_parameter_to_receivers_and_a_server(tmp_path, start_model):

@@ -8,13 +8,13 @@ clamped to +-40, and the loss is a token mean per micro-batch.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from omegaconf import OmegaConf
 
+from tulu_cli.config import conf_dir
 from tulu_cli.train.rl.data import PromptRow
 from tulu_cli.train.rl.experience import make_experience
 from tulu_cli.train.rl.kl import kl_estimate
@@ -24,7 +24,7 @@ from tulu_cli.train.rl.rollout import Rollout
 from tulu_cli.train.rl.update import aggregate, micro_batch_loss, minibatch_denominator
 from tulu_cli.train.sft import scaled_loss
 
-CONF = Path(__file__).resolve().parent.parent / "conf" / "rlvr"
+CONF = conf_dir() / "rlvr"
 
 
 def preset_section(preset: str, algorithm: str) -> dict:

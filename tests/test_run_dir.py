@@ -129,7 +129,7 @@ def test_every_pickled_file_of_a_checkpoint_is_checked(earlier_run, tmp_path, na
 def test_recipe_training_steps_replace_their_run_unless_resumed(tmp_path):
     from tests.test_recipes import recipe, stage_lines
 
-    result = recipe("tiny.sh", "--dry-run", "--from", "dpo", "--runs", str(tmp_path), "dpo:resume=true")
+    result = recipe("tiny", "--dry-run", "--from", "dpo", "--runs", str(tmp_path), "dpo:resume=true")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = {line.split(":")[0][3:]: line for line in stage_lines(result.stdout)}
     assert "resume=true" in lines["dpo"] and "overwrite=true" not in lines["dpo"]

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import kill_tulu_when, run_tulu
+from tests.conftest import CONF, kill_tulu_when, run_tulu
 from tulu_cli.runlog import read_metrics
 
 PARTITIONING = re.compile(r"partitioning \(model\): rank=(\d+) world=(\d+) params=(\d+) zero3=(\d+) "
@@ -230,7 +230,7 @@ def test_offload_settings_keep_the_schedule_and_match_ddp(sft_runs, start_model,
     the trainer's AdamW kept (so its warmup/decay schedule applies); the same weights as DDP."""
     from omegaconf import OmegaConf
 
-    profile = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "launcher" / "zero3_offload_8gpu.yaml")
+    profile = OmegaConf.load(CONF / "launcher" / "zero3_offload_8gpu.yaml")
     offload = profile.deepspeed.zero_optimization
     run_dir = tmp_path / "offload"
     run_tulu(*SFT, f"model.path={start_model}", *launch("cpu_zero3", run_dir),

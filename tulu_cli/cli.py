@@ -19,58 +19,86 @@ app = typer.Typer(
 STAGE_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 MULTIRUN = typer.Option(False, "--multirun", "-m", help="Sweep: comma-separated override values run as separate jobs.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the resolved config and launch command; run nothing.")
+CONFIG_DIR = typer.Option(None, "--config-dir", metavar="DIR", help="A folder of your own configs, laid out like the bundled "
+                          "tree (sft/NAME.yaml, model/NAME.yaml, ...), searched before the bundled one; may be "
+                          f"repeated. ${config.CONFIG_PATH_ENV} lists more (searched after these).")
+# The stages take their own --help so that it can list the presets of the folders given with --config-dir.
+HELP = typer.Option(False, "--help", help="Show this message, the stage's presets and config groups, and exit.")
 
 
-def _run_stage(stage: str, ctx: typer.Context, multirun: bool, dry_run: bool) -> None:
+def _run_stage(stage: str, ctx: typer.Context, multirun: bool, dry_run: bool, config_dirs: list[Path] | None,
+               show_help: bool) -> None:
     try:
-        preset, overrides = config.split_args(stage, list(ctx.args))
+        roots = config.config_roots(config_dirs or ())
+        if show_help:
+            from tulu_cli.config_catalog import stage_catalog
+
+            usage = ctx.get_help()  # rich prints it itself and returns ''
+            typer.echo(f"{usage}\n{stage_catalog(stage, roots)}" if usage else f"\n{stage_catalog(stage, roots)}")
+            raise typer.Exit(0)
+        preset, overrides = config.split_args(stage, list(ctx.args), roots)
     except config.UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if not dry_run and not config.stage_is_built(stage):
         typer.echo(f"`tulu {stage}` is not built yet; `tulu {stage} --dry-run` shows its configuration.", err=True)
         raise typer.Exit(3)
-    config.run_hydra(stage, preset, overrides, multirun=multirun, dry_run=dry_run)
+    config.run_hydra(stage, preset, overrides, multirun=multirun, dry_run=dry_run, roots=roots)
 
 
-@app.command(context_settings=STAGE_CONTEXT)
-def curate(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN) -> None:
-    """Build a dataset: read sources, normalise and validate rows, de-duplicate and mix (conf/curate/)."""
-    _run_stage("curate", ctx, multirun, dry_run)
+@app.command(context_settings=STAGE_CONTEXT, add_help_option=False)
+def curate(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN,
+        config_dir: list[Path] | None = CONFIG_DIR, show_help: bool = HELP) -> None:
+    """Build a dataset: read sources, normalise and validate rows, de-duplicate and mix (curate/ presets)."""
+    _run_stage("curate", ctx, multirun, dry_run, config_dir, show_help)
 
 
-@app.command(context_settings=STAGE_CONTEXT)
-def decontaminate(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN) -> None:
-    """Find (and optionally remove) training rows that overlap the evaluation suite (conf/decontaminate/)."""
-    _run_stage("decontaminate", ctx, multirun, dry_run)
+@app.command(context_settings=STAGE_CONTEXT, add_help_option=False)
+def decontaminate(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN,
+        config_dir: list[Path] | None = CONFIG_DIR, show_help: bool = HELP) -> None:
+    """Find (and optionally remove) training rows that overlap the evaluation suite (decontaminate/ presets)."""
+    _run_stage("decontaminate", ctx, multirun, dry_run, config_dir, show_help)
 
 
-@app.command(context_settings=STAGE_CONTEXT)
-def sft(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN) -> None:
-    """Supervised fine-tuning on chat data, loss on assistant tokens (conf/sft/)."""
-    _run_stage("sft", ctx, multirun, dry_run)
+@app.command(context_settings=STAGE_CONTEXT, add_help_option=False)
+def sft(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN,
+        config_dir: list[Path] | None = CONFIG_DIR, show_help: bool = HELP) -> None:
+    """Supervised fine-tuning on chat data, loss on assistant tokens (sft/ presets)."""
+    _run_stage("sft", ctx, multirun, dry_run, config_dir, show_help)
 
 
-@app.command(context_settings=STAGE_CONTEXT)
-def dpo(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN) -> None:
-    """Preference tuning with (length-normalised) DPO (conf/dpo/)."""
-    _run_stage("dpo", ctx, multirun, dry_run)
+@app.command(context_settings=STAGE_CONTEXT, add_help_option=False)
+def dpo(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN,
+        config_dir: list[Path] | None = CONFIG_DIR, show_help: bool = HELP) -> None:
+    """Preference tuning with (length-normalised) DPO (dpo/ presets)."""
+    _run_stage("dpo", ctx, multirun, dry_run, config_dir, show_help)
 
 
-@app.command(context_settings=STAGE_CONTEXT)
-def rlvr(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN) -> None:
-    """Reinforcement learning with verifiable rewards, PPO or GRPO (conf/rlvr/)."""
-    _run_stage("rlvr", ctx, multirun, dry_run)
+@app.command(context_settings=STAGE_CONTEXT, add_help_option=False)
+def rlvr(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN,
+        config_dir: list[Path] | None = CONFIG_DIR, show_help: bool = HELP) -> None:
+    """Reinforcement learning with verifiable rewards, PPO or GRPO (rlvr/ presets)."""
+    _run_stage("rlvr", ctx, multirun, dry_run, config_dir, show_help)
 
 
-@app.command(name="eval", context_settings=STAGE_CONTEXT)
-def evaluate(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN) -> None:
-    """Evaluate a model on a task suite (conf/eval/); `tulu eval compare RUN...` tabulates several runs."""
+@app.command(name="eval", context_settings=STAGE_CONTEXT, add_help_option=False)
+def evaluate(ctx: typer.Context, multirun: bool = MULTIRUN, dry_run: bool = DRY_RUN,
+             config_dir: list[Path] | None = CONFIG_DIR, show_help: bool = HELP) -> None:
+    """Evaluate a model on a task suite (eval/ presets); `tulu eval compare RUN...` tabulates several runs."""
     if ctx.args and ctx.args[0] == "compare":
         from tulu_cli.eval.compare import compare_command
 
-        raise typer.Exit(compare_command(ctx.args[1:]))
-    _run_stage("eval", ctx, multirun, dry_run)
+        raise typer.Exit(compare_command([*ctx.args[1:], *(["--help"] if show_help else [])]))
+    _run_stage("eval", ctx, multirun, dry_run, config_dir, show_help)
+
+
+@app.command(context_settings={**STAGE_CONTEXT, "help_option_names": []}, add_help_option=False)
+def recipe(ctx: typer.Context) -> None:
+    """Run a recipe shipped with tulu: `tulu recipe list`, `tulu recipe tiny [--dry-run] [--from STAGE]`,
+    `tulu recipe tulu3_8b --help`."""
+    from tulu_cli.recipe_runner import recipe_command
+
+    raise typer.Exit(recipe_command(list(ctx.args)))
 
 
 @app.command()

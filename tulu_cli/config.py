@@ -1,8 +1,12 @@
 """Glue between the command line and Hydra: compose a stage preset, sweep, and prepare run directories.
 
 `tulu STAGE conf=NAME [overrides...] [-m]` becomes a Hydra application whose primary config is
-`conf/STAGE/NAME.yaml`; the config groups (`model/`, `launcher/`, `data/`, ...) are found on the
-search path `conf/`. Every Hydra job writes a run directory and launches the stage process.
+`STAGE/NAME.yaml` under the first config root that has it. The roots are searched in order: the user's
+`--config-dir` folders, then those of `$TULU_CONFIG_PATH`, then the tree bundled in the package
+(`tulu_cli/conf/`). The config groups (`model/`, `launcher/`, `data/`, ...) and the presets a preset
+builds on are looked up on the same roots, so a user's preset may extend a bundled one and a user's
+group option may stand in for a bundled one of the same name. Every Hydra job writes a run directory
+and launches the stage process.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import importlib.util
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,12 +30,32 @@ STAGE_MODULES = {
     "eval": "tulu_cli.stages.evaluate",
 }
 DEFAULT_PRESET = "tiny"
+CONFIG_PATH_ENV = "TULU_CONFIG_PATH"
+
+
+class UsageError(Exception):
+    pass
 
 
 def conf_dir() -> Path:
-    """The config tree: `$TULU_CONF_DIR`, else `conf/` beside the package."""
-    override = os.environ.get("TULU_CONF_DIR")
-    return Path(override).resolve() if override else Path(__file__).resolve().parent.parent / "conf"
+    """The config tree bundled in the package."""
+    return Path(__file__).resolve().parent / "conf"
+
+
+def config_roots(config_dirs: Sequence[str | Path] = ()) -> list[Path]:
+    """Config roots in search order: `config_dirs` (`--config-dir`), `$TULU_CONFIG_PATH` (os.pathsep
+    separated), then the bundled tree. A user root is laid out like the bundled one (`sft/NAME.yaml`,
+    `model/NAME.yaml`, ...)."""
+    from_env = [entry for entry in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if entry]
+    roots: list[Path] = []
+    named = [*((given, "--config-dir") for given in config_dirs), *((given, f"${CONFIG_PATH_ENV}") for given in from_env)]
+    for given, source in named:
+        root = Path(given).expanduser().resolve()
+        if not root.is_dir():
+            raise UsageError(f"{source} names {given}, which is not a directory")
+        if root not in roots:
+            roots.append(root)
+    return [*roots, conf_dir()] if conf_dir() not in roots else roots
 
 
 def assets_dir() -> Path:
@@ -50,47 +75,73 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("asset", lambda name: str(assets_dir() / name))
 
 
-def presets(stage: str) -> list[str]:
-    """Selectable presets of a stage; files starting with `_` are shared bases, not presets."""
-    return sorted(p.stem for p in (conf_dir() / stage).glob("*.yaml") if not p.stem.startswith("_"))
+def preset_files(stage: str, roots: Sequence[Path] | None = None) -> dict[str, Path]:
+    """Selectable presets of a stage and the file each name resolves to (the first root that has it);
+    files starting with `_` are shared bases, not presets."""
+    found: dict[str, Path] = {}
+    for root in config_roots() if roots is None else roots:
+        for path in sorted((root / stage).glob("*.yaml")):
+            if not path.stem.startswith("_"):
+                found.setdefault(path.stem, path)
+    return dict(sorted(found.items()))
+
+
+def presets(stage: str, roots: Sequence[Path] | None = None) -> list[str]:
+    return list(preset_files(stage, roots))
 
 
 def stage_is_built(stage: str) -> bool:
     return importlib.util.find_spec(STAGE_MODULES[stage]) is not None
 
 
-class UsageError(Exception):
-    pass
-
-
-def split_args(stage: str, args: list[str]) -> tuple[str, list[str]]:
+def split_args(stage: str, args: list[str], roots: Sequence[Path] | None = None) -> tuple[str, list[str]]:
     """Separate `conf=NAME` from the Hydra overrides and check the preset exists."""
+    roots = config_roots() if roots is None else roots
     preset, overrides = DEFAULT_PRESET, []
     for arg in args:
         if arg.startswith("conf="):
             preset = arg.split("=", 1)[1]
         else:
             overrides.append(arg)
-    if preset not in presets(stage):
-        known = ", ".join(presets(stage)) or "none"
-        raise UsageError(f"no preset conf={preset} for `tulu {stage}` (looked for "
-                         f"{conf_dir() / stage / (preset + '.yaml')}); available: {known}")
+    known = presets(stage, roots)
+    if preset not in known:
+        looked = ", ".join(str(root / stage / f"{preset}.yaml") for root in roots)
+        raise UsageError(f"no preset conf={preset} for `tulu {stage}` (looked for {looked}); "
+                         f"available: {', '.join(known) or 'none'}")
     return preset, overrides
 
 
-def run_hydra(stage: str, preset: str, overrides: list[str], multirun: bool, dry_run: bool) -> None:
+def hydra_search(stage: str, preset: str, roots: Sequence[Path]) -> tuple[Path, str]:
+    """Where Hydra finds a preset: the stage folder holding it (Hydra's primary config path) and the
+    `hydra.searchpath` override for the rest. Names in a stage's defaults list without a leading `/`
+    (`_base`, another preset) are looked up in the stage folders of every root, groups (`/model`, ...)
+    in the roots, each in search order after the preset's own folder."""
+    primary = preset_files(stage, roots)[preset].parent
+    folders = [root / stage for root in roots if (root / stage).is_dir() and root / stage != primary]
+    entries = ",".join(_quoted(f"file://{folder}") for folder in [*folders, *roots])
+    return primary, f"hydra.searchpath=[{entries}]"
+
+
+def _quoted(text: str) -> str:
+    """A single-quoted string in Hydra's override grammar (paths may hold spaces, commas or brackets)."""
+    return "'" + text.replace("'", "\\'") + "'"
+
+
+def run_hydra(stage: str, preset: str, overrides: list[str], multirun: bool, dry_run: bool,
+              roots: Sequence[Path] | None = None) -> None:
     """Run the stage as a Hydra application (one job, or a sweep with `-m`)."""
     import hydra
 
     register_resolvers()
+    primary, searchpath = hydra_search(stage, preset, config_roots() if roots is None else roots)
     # Our own overrides go first: Hydra's parser takes overrides only before its flags (--cfg, -p...).
     # Hydra's record of the job (.hydra/) is written by run_job once the run directory is this run's.
-    argv = [f"tulu {stage}", *(["--multirun"] if multirun else []), f"hydra.searchpath=[file://{conf_dir()}]",
+    argv = [f"tulu {stage}", *(["--multirun"] if multirun else []), searchpath,
             "hydra.output_subdir=null", *(["dry_run=true"] if dry_run else []), *overrides]
     saved = sys.argv
     sys.argv = argv
     try:
-        app = hydra.main(config_path=str(conf_dir() / stage), config_name=preset, version_base="1.3")(
+        app = hydra.main(config_path=str(primary), config_name=preset, version_base="1.3")(
             lambda cfg: run_job(stage, cfg))
         app()
     finally:

@@ -2,7 +2,7 @@
 # The published Tulu 3 recipe for one model size (used by tulu3_8b.sh and tulu3_70b.sh):
 #   curate (SFT, preference and RLVR mixtures) -> decontaminate (against the Tulu 3 dev suite)
 #   -> sft -> dpo -> rlvr -> eval of each trained stage -> compare
-# Usage: recipes/tulu3.sh SIZE [--runs DIR] [--from STAGE] [--dry-run] [STAGE:key=value ...]
+# Usage: tulu recipe tulu3 SIZE [--runs DIR] [--from STAGE] [--dry-run] [STAGE:key=value ...]
 # SIZE is 8b or 70b. Stages: curate decontaminate sft dpo rlvr eval compare.
 # A training stage never deletes an earlier run of its own (days of GPU time): rerunning into one stops with
 # a message. Continue a killed stage with `--from sft sft:resume=true`, or replace it with `sft:overwrite=true`.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole Tulu 3 recipe on a CPU in minutes, on the bundled tiny task:
 #   curate -> decontaminate -> sft -> prefs (on-policy pairs) -> dpo -> rlvr -> eval x4 -> compare
-# Usage: recipes/tiny.sh [--runs DIR] [--from STAGE] [--dry-run] [STAGE:key=value ...]
+# Usage: tulu recipe tiny [--runs DIR] [--from STAGE] [--dry-run] [STAGE:key=value ...]
 # Stages: curate decontaminate sft prefs dpo rlvr eval compare. Outputs go to runs/tiny/<stage>.
 # A training stage replaces its earlier run (overwrite=true): it starts from the stage before it, which a
 # rerun may have changed; `--from sft sft:resume=true` continues a killed SFT run instead.

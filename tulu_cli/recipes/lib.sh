@@ -17,7 +17,7 @@ parse_recipe_args() {
       --dry-run) DRY_RUN="--dry-run"; shift ;;
       --runs) RUNS="$2"; shift 2 ;;
       --runs=*) RUNS="${1#--runs=}"; shift ;;
-      -h|--help) sed -n '2,/^$/p' "$0"; exit 0 ;;
+      -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
       *) EXTRA+=("$1"); shift ;;
     esac
   done
