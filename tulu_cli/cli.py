@@ -31,10 +31,12 @@ def _run_stage(stage: str, ctx: typer.Context, multirun: bool, dry_run: bool, co
     try:
         roots = config.config_roots(config_dirs or ())
         if show_help:
-            from tulu_cli.config_catalog import stage_catalog
+            from tulu_cli.config_catalog import show_stage_catalog
 
-            usage = ctx.get_help()  # rich prints it itself and returns ''
-            typer.echo(f"{usage}\n{stage_catalog(stage, roots)}" if usage else f"\n{stage_catalog(stage, roots)}")
+            usage = ctx.get_help()  # with rich, Typer prints the help itself and returns ''
+            if usage:
+                typer.echo(usage)
+            show_stage_catalog(stage, roots)
             raise typer.Exit(0)
         preset, overrides = config.split_args(stage, list(ctx.args), roots)
     except config.UsageError as exc:

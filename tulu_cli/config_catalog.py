@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tulu_cli.config import DEFAULT_PRESET, conf_dir, preset_files
+from tulu_cli.config import CONFIG_PATH_ENV, DEFAULT_PRESET, conf_dir, preset_files
 
 
 def description(path: Path) -> str:
@@ -25,10 +25,10 @@ def description(path: Path) -> str:
     return ""
 
 
-def group_keys(stage: str, roots: Sequence[Path]) -> dict[str, str]:
-    """Override key -> config group, for every group a stage file of any root selects in its defaults list
-    (`/model: tiny` gives model -> model; `/data@prompts: x` gives data@prompts -> data)."""
-    keys: dict[str, str] = {}
+def group_keys(stage: str, roots: Sequence[Path]) -> dict[str, list[str]]:
+    """Config group -> the override keys a stage file of any root selects it with in its defaults list
+    (`/model: tiny` gives model -> [model]; `/data@prompts: x` gives data -> [data@prompts])."""
+    keys: dict[str, list[str]] = {}
     for root in roots:
         for path in sorted((root / stage).glob("*.yaml")):
             try:
@@ -38,9 +38,9 @@ def group_keys(stage: str, roots: Sequence[Path]) -> dict[str, str]:
             for entry in defaults:
                 for key in entry if isinstance(entry, dict) else ():
                     key = str(key).removeprefix("override ").strip()
-                    if key.startswith("/"):
-                        keys.setdefault(key[1:], key[1:].split("@")[0])
-    return dict(sorted(keys.items()))
+                    if key.startswith("/") and key[1:] not in keys.setdefault(key[1:].split("@")[0], []):
+                        keys[key[1:].split("@")[0]].append(key[1:])
+    return {group: sorted(found) for group, found in sorted(keys.items())}
 
 
 def group_options(group: str, roots: Sequence[Path]) -> list[str]:
@@ -48,19 +48,33 @@ def group_options(group: str, roots: Sequence[Path]) -> list[str]:
                    if not path.stem.startswith("_")})
 
 
-def stage_catalog(stage: str, roots: Sequence[Path]) -> str:
-    """The presets and config groups of a stage, as plain text for the end of `tulu STAGE --help`."""
-    files = preset_files(stage, roots)
-    width = max((len(name) for name in files), default=0)
-    lines = [f"Presets (conf=NAME, default {DEFAULT_PRESET}):"]
-    for name, path in files.items():
-        origin = "" if path.parent.parent == conf_dir() else f"  [{path.parent.parent}]"
-        lines.append(f"  {name:<{width}}  {description(path)}{origin}".rstrip())
-    keys = group_keys(stage, roots)
-    if keys:
-        width = max(len(key) for key in keys)
-        lines += ["", "Config groups (choose with KEY=NAME, e.g. model=llama8b):"]
-        lines += [f"  {key:<{width}}  {', '.join(group_options(group, roots))}" for key, group in keys.items()]
-    lines += ["", "Config folders, searched in order (--config-dir, $TULU_CONFIG_PATH, bundled):"]
-    lines += [f"  {root}" for root in roots]
-    return "\n".join(lines)
+def show_stage_catalog(stage: str, roots: Sequence[Path]) -> None:
+    """Print the presets and config groups of a stage (the end of `tulu STAGE --help`)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    presets = Table(box=None, show_header=False, padding=(0, 1, 0, 2))
+    presets.add_column(no_wrap=True)
+    presets.add_column()
+    for name, path in preset_files(stage, roots).items():
+        root = path.parent.parent
+        presets.add_row(name, Text(description(path)).append("" if root == conf_dir() else f" ({root})", "dim"))
+    console.print(f"\n[bold]Presets[/bold] (conf=NAME, default {DEFAULT_PRESET}):")
+    console.print(presets)
+    groups = group_keys(stage, roots)
+    if groups:
+        table = Table(box=None, show_header=False, padding=(0, 1, 0, 2))
+        table.add_column(no_wrap=True)
+        table.add_column()
+        for group, keys in groups.items():
+            options = Text(", ".join(group_options(group, roots)))
+            if keys != [group]:
+                options.append(f"\nchosen with {', '.join(f'{key}=NAME' for key in keys)}", "dim")
+            table.add_row(group, options)
+        console.print("\n[bold]Config groups[/bold] (choose an option with GROUP=NAME, e.g. model=llama8b):")
+        console.print(table)
+    console.print(f"\n[bold]Config folders[/bold], searched in order (--config-dir, ${CONFIG_PATH_ENV}, bundled):")
+    for root in roots:
+        console.print(Text(f"  {root}"))
