@@ -99,4 +99,4 @@ def test_installed_tulu_runs_a_bundled_and_a_user_preset_from_another_folder(ins
                             cwd=elsewhere, env=user_env(PATH="/usr/bin:/bin"), capture_output=True, text=True,
                             timeout=120)
     assert recipe.returncode == 1 and "== eval: tulu eval conf=tiny" in recipe.stdout, recipe.stderr
-    assert "no preset conf=absent for `tulu eval`" in recipe.stderr and "continue with:" in recipe.stderr
+    assert "no preset conf=absent for `tulu eval`" in recipe.stderr and "continue with: tulu recipe tiny --from eval" in recipe.stderr

@@ -44,5 +44,6 @@ def recipe_command(args: list[str]) -> int:
     scripts = Path(sys.executable).parent
     if (scripts / "tulu").exists():
         env["PATH"] = os.pathsep.join(p for p in (str(scripts), env.get("PATH", "")) if p)
+    env["TULU_RECIPE"] = f"tulu recipe {name.removesuffix('.sh')}"
     sys.stdout.flush()
     os.execvpe("bash", ["bash", str(path), *rest], env)

@@ -1,4 +1,5 @@
-# Shared by the recipes: argument parsing and running one stage.
+# Shared by the recipes: argument parsing and running one stage. TULU_RECIPE is how the user started the
+# recipe (`tulu recipe NAME` sets it), for the message that says how to continue after a failed stage.
 #   --from STAGE   skip the stages before STAGE (their run directories must exist)
 #   --dry-run      print each stage's resolved config and launch command; run nothing
 #   --runs DIR     where the stages' run directories go
@@ -50,7 +51,7 @@ step() {
   fi
   echo "== $name: ${args[*]} $DRY_RUN"
   if ! "${args[@]}" $DRY_RUN; then
-    echo "== $name failed; fix it and continue with: $0 --from $name" >&2
+    echo "== $name failed; fix it and continue with: ${TULU_RECIPE:-$0} --from $name" >&2
     exit 1
   fi
 }

@@ -9,6 +9,8 @@
 set -euo pipefail
 SIZE="${1:?usage: $0 8b|70b [options]}"; shift
 case "$SIZE" in 8b|70b) ;; *) echo "SIZE must be 8b or 70b" >&2; exit 2 ;; esac
+# Continuing needs the size too, unless the recipe was started as tulu3_8b / tulu3_70b.
+case "${TULU_RECIPE:=$0}" in *_"$SIZE") ;; *) TULU_RECIPE="$TULU_RECIPE $SIZE" ;; esac
 STAGES=(curate decontaminate sft dpo rlvr eval compare)
 RUNS=runs/tulu3_$SIZE
 source "$(dirname "$0")/lib.sh"
