@@ -12,18 +12,18 @@ does unpacked) and `/reset_prefix_cache`. The group is gloo over the same TCPSto
 from __future__ import annotations
 
 import datetime
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
+from tests.local_http_server import LocalJSONServer
 from tulu_cli.generation import SamplingConfig
 from tulu_cli.generation.hf import HFBackend
 
 
-class VLLMProtocolServer:
+class VLLMProtocolServer(LocalJSONServer):
     def __init__(self, model, tokenizer):
+        super().__init__()
         self.backend = HFBackend(model, tokenizer, batch_size=8)
         self.tokenizer = tokenizer
         self.prompts_received: list[list[int]] = []
@@ -32,20 +32,6 @@ class VLLMProtocolServer:
         self.group = None
         self.updating = False
         self._lock = threading.Lock()
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._http.shutdown()
-        self._http.server_close()
 
     # --- routes ---
     def completions(self, body: dict) -> dict:
@@ -94,7 +80,15 @@ class VLLMProtocolServer:
             self.loads.append(name)
         return {"message": "Weights updated"}
 
-    def route(self, method: str, path: str, body: dict | None) -> dict:
+    def route(self, method: str, path: str, body: dict | None) -> tuple[int, dict, dict[str, str]]:
+        try:
+            return 200, self.answer(method, path, body), {}
+        except KeyError:
+            return 404, {"detail": "Not Found"}, {}
+        except Exception as error:  # noqa: BLE001 - the client must see server-side failures
+            return 500, {"error": repr(error)}, {}
+
+    def answer(self, method: str, path: str, body: dict | None) -> dict:
         if method == "GET" and path == "/health":
             return {}
         if method == "GET" and path == "/get_world_size":
@@ -115,34 +109,3 @@ class VLLMProtocolServer:
             self.prefix_cache_resets += 1
             return {"success": True}
         raise KeyError(path)
-
-    def _handler(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _serve(self, method: str):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                try:
-                    payload, status = server.route(method, self.path, body), 200
-                except KeyError:
-                    payload, status = {"detail": "Not Found"}, 404
-                except Exception as error:  # the client must see server-side failures
-                    payload, status = {"error": repr(error)}, 500
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._serve("GET")
-
-            def do_POST(self):
-                self._serve("POST")
-
-        return Handler

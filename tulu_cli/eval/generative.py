@@ -21,17 +21,23 @@ def sampling_for(spec: TaskSpec, generation) -> SamplingConfig:
     )
 
 
+def generate_in_length_order(backend, prompts: list[str], sampling: SamplingConfig) -> list:
+    """One completion per prompt, in the prompts' order. Generating in length order keeps left padding
+    (and wasted compute) small within a batch."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    generated = backend.generate([prompts[i] for i in order], sampling)
+    completions = [None] * len(prompts)
+    for position, index in enumerate(order):
+        completions[index] = generated[position][0]
+    return completions
+
+
 def run_generative(spec: TaskSpec, items: list[Item], backend, tokenizer, generation) -> tuple[dict, list[dict]]:
     """Return the task's metrics and one prediction row per item."""
     shots = load_shots(spec)
     template = spec.get("chat_template", "tulu")
     prompts = [render_chat(with_shots(shots, item.messages), template, tokenizer) for item in items]
-    # Generating in length order keeps left padding (and wasted compute) small within a batch.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    generated = backend.generate([prompts[i] for i in order], sampling_for(spec, generation))
-    completions = [None] * len(prompts)
-    for position, index in enumerate(order):
-        completions[index] = generated[position][0]
+    completions = generate_in_length_order(backend, prompts, sampling_for(spec, generation))
     rows, predictions = [], []
     for item, prompt, completion in zip(items, prompts, completions, strict=True):
         scores = score_response(item.verifier, completion.text, item.ground_truth, item.messages[-1]["content"])

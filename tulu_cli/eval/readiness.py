@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -88,11 +89,38 @@ def _lm_eval_needs(spec: TaskSpec, resolved: Mapping[str, Any]) -> list[str] | s
     return needs
 
 
+def _alpaca_eval_needs(spec: TaskSpec) -> list[str] | str:
+    """What an AlpacaEval task needs: its two files (here or from the hub) and a judge endpoint."""
+    from tulu_cli.eval.task_files import cached_or_needed
+
+    if not (installed("sklearn") and installed("pandas")):
+        return "scikit-learn and pandas are needed for the length-controlled GLM (pip install -e '.[eval]')"
+    needs = []
+    for key in ("data", "glm_data"):
+        try:
+            _, need = cached_or_needed(spec.settings[key], f"tasks.{spec.name}.{key}")
+        except ValueError as exc:
+            return str(exc)
+        needs += [need] if need else []
+    judge = spec.settings["judge"]
+    if not judge.get("base_url") or not judge.get("model"):
+        needs.append(f"a judge endpoint: set tasks.{spec.name}.judge.base_url and .model (any OpenAI-compatible "
+                     "server that returns log-probs)")
+        return needs
+    endpoint = f"judge endpoint {judge['base_url']} serving {judge['model']} with log-probs"
+    key = judge.get("api_key_env")
+    if key:
+        endpoint += f", API key in ${key}" + ("" if os.environ.get(key) else " (not set here)")
+    return [*needs, endpoint]
+
+
 def task_status(spec: TaskSpec, resolved: Mapping[str, Any]) -> str:
     if spec.type == "external":
         return f"not runnable: {spec.settings['reason']}"
     if spec.type == "lm_eval":
         needs = _lm_eval_needs(spec, resolved)
+    elif spec.type == "alpaca_eval":
+        needs = _alpaca_eval_needs(spec)
     else:
         path = str((spec.settings.get("data") or {}).get("path"))
         local = is_local(path)

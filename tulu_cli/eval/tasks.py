@@ -4,6 +4,8 @@ Task types:
 - `generative`: prompt -> generated answer scored by the project's verifiers (gsm8k, math, ifeval).
 - `multiple_choice`: each choice scored by the model's log-likelihood (MMLU-style).
 - `lm_eval`: run by lm-evaluation-harness under its task name, with our settings passed in.
+- `alpaca_eval`: AlpacaEval 2, the model's answers judged against reference outputs by an LLM judge on an
+  OpenAI-compatible endpoint (alpaca_eval.py).
 - `external`: listed with its reference settings, but no backend here can run it (e.g. LLM-judged).
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-TASK_TYPES = ("generative", "multiple_choice", "lm_eval", "external")
+TASK_TYPES = ("generative", "multiple_choice", "lm_eval", "alpaca_eval", "external")
 CHAT_TEMPLATES = ("tulu", "tokenizer", "none")
 
 
@@ -57,11 +59,13 @@ def parse_task(name: str, settings: Mapping[str, Any]) -> TaskSpec:
     if template not in CHAT_TEMPLATES:
         raise TaskConfigError(f"tasks.{name}.chat_template must be one of {', '.join(CHAT_TEMPLATES)}, got {template!r}")
     required = {"generative": ("data",), "multiple_choice": ("data",), "lm_eval": ("lm_eval_task",),
-                "external": ("reason",)}[kind]
+                "alpaca_eval": ("data", "glm_data", "judge"), "external": ("reason",)}[kind]
     for key in required:
         if not settings.get(key):
             raise TaskConfigError(f"tasks.{name}.{key} is required for a {kind} task")
-    if kind in ("generative", "multiple_choice") and not (settings["data"] or {}).get("path"):
+    if kind == "alpaca_eval" and not isinstance(settings["judge"], Mapping):
+        raise TaskConfigError(f"tasks.{name}.judge must be an endpoint: {{base_url, model, api_key_env}}")
+    if kind in ("generative", "multiple_choice", "alpaca_eval") and not (settings["data"] or {}).get("path"):
         raise TaskConfigError(f"tasks.{name}.data.path is required (a local file or a hub dataset id)")
     return TaskSpec(name=name, type=kind, metric=str(metric), settings=settings)
 
@@ -78,6 +82,9 @@ def select_tasks(tasks: Mapping[str, Any], only: list[str] | None) -> list[TaskS
     return [parse_task(name, tasks[name]) for name in names]
 
 
+# alpaca_eval's annotator and GLM that tasks of type alpaca_eval follow (alpaca_eval.py, win_rate.py).
+ALPACA_EVAL_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+ALPACA_EVAL_GLM = "length_controlled_v1"
 RAN_WITH = ("runner", "shots", "metric", "decoding", "max tokens", "chat template")
 
 
@@ -91,6 +98,9 @@ def settings_summary(spec: TaskSpec) -> dict[str, str]:
     max_tokens = s.get("max_new_tokens")
     if spec.type == "lm_eval":
         runner = f"lm-eval: {s['lm_eval_task']}"
+    elif spec.type == "alpaca_eval":
+        judge = s["judge"].get("model") or "?"
+        runner = f"alpaca-eval: {ALPACA_EVAL_ANNOTATOR} judged by {judge}, {ALPACA_EVAL_GLM}"
     elif spec.type == "external":
         runner = "external (not run here)"
     else:

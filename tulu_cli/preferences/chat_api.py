@@ -1,5 +1,9 @@
 """A minimal client of the OpenAI chat-completions protocol (any compatible server), standard library only.
 
+With `top_logprobs=k` a request asks for the log-probabilities of each generated token and of its k most
+likely alternatives (`logprobs: true, top_logprobs: k`), which LLM judges that read a preference from
+the probability of a token need (AlpacaEval 2).
+
 Rate limits (429), server errors (5xx), timeouts and dropped connections are retried with exponential
 backoff (honouring a numeric `Retry-After`, capped); other HTTP errors fail at once. Every request has
 a bounded timeout, and the API key is read from an environment variable named in config.
@@ -49,9 +53,21 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True)
+class TokenLogprobs:
+    """One generated token: its text, its log-probability, and the top alternatives as the server listed
+    them ((token, log-prob) pairs, most likely first; two entries may share a text)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
 class ChatReply:
     text: str
     finished: bool  # finish_reason == "stop" (False: cut at max_tokens)
+    # One entry per generated token when log-probs were asked for (None otherwise).
+    logprobs: tuple[TokenLogprobs, ...] | None = None
 
 
 class ChatClient:
@@ -67,17 +83,22 @@ class ChatClient:
                                  "(the API key) is not set")
 
     def complete(self, messages: list[dict], *, temperature: float, top_p: float, max_tokens: int,
-                 seed: int | None = None) -> ChatReply:
+                 seed: int | None = None, top_logprobs: int | None = None) -> ChatReply:
         body = {"model": self.config.model, "messages": messages, "temperature": temperature, "top_p": top_p,
                 "max_tokens": max_tokens, "n": 1}
         if seed is not None:
             body["seed"] = seed
+        if top_logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = int(top_logprobs)
         payload = self._post("/chat/completions", body)
         try:
             choice = payload["choices"][0]
-            return ChatReply(text=choice["message"]["content"] or "", finished=choice.get("finish_reason") == "stop")
-        except (KeyError, IndexError, TypeError) as exc:
+            text = choice["message"]["content"] or ""
+            logprobs = None if top_logprobs is None else parse_logprobs(choice)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ApiError(f"{self.config.base_url}: unexpected response shape ({exc!r}): {str(payload)[:300]}") from None
+        return ChatReply(text=text, finished=choice.get("finish_reason") == "stop", logprobs=logprobs)
 
     def _post(self, path: str, body: dict) -> dict:
         url = self.config.base_url.rstrip("/") + path
@@ -113,6 +134,22 @@ class ChatClient:
         if retry_after is not None:
             backoff = max(backoff, retry_after)
         return min(backoff, self.config.max_backoff_s)
+
+
+def parse_logprobs(choice: dict) -> tuple[TokenLogprobs, ...]:
+    """The `logprobs.content` list of a chat-completion choice (OpenAI's shape, which vLLM's server also
+    returns); a reply without it, or with a malformed entry, is an error (the caller asked for log-probs)."""
+    content = (choice.get("logprobs") or {}).get("content")
+    if not isinstance(content, list):
+        raise ValueError("the reply has no logprobs.content (does the server support `logprobs`?)")
+    tokens = []
+    for position, entry in enumerate(content):
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+            raise ValueError(f"logprobs.content[{position}] has no token")
+        top = tuple((str(alternative["token"]), float(alternative["logprob"]))
+                    for alternative in entry.get("top_logprobs") or [])
+        tokens.append(TokenLogprobs(token=entry["token"], logprob=float(entry["logprob"]), top=top))
+    return tuple(tokens)
 
 
 def _seconds(value: str | None) -> float | None:

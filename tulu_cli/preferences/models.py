@@ -26,7 +26,7 @@ LOCAL_KEYS = {"kind", "path", "backend", "batch_size", "tensor_parallel_size", "
 class ChatRequest:
     key: str
     messages: list[dict]
-    seed: int  # per request (endpoints); a local batch is seeded as a whole
+    seed: int | None  # per request (endpoints; None sends none); a local batch is seeded as a whole
 
 
 class LocalChatModel:
@@ -106,12 +106,12 @@ class EndpointChatModel:
         self.concurrency = max(1, int(spec.get("concurrency") or 8))
         self.client = ChatClient(EndpointConfig.from_config(spec))
 
-    def complete(self, requests: list[ChatRequest], sampling: SamplingConfig, seed: int
-                 ) -> Iterator[tuple[str, ChatReply]]:
+    def complete(self, requests: list[ChatRequest], sampling: SamplingConfig, seed: int,
+                 top_logprobs: int | None = None) -> Iterator[tuple[str, ChatReply]]:
         def call(request: ChatRequest) -> tuple[str, ChatReply]:
             return request.key, self.client.complete(request.messages, temperature=sampling.temperature,
                                                      top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
-                                                     seed=request.seed)
+                                                     seed=request.seed, top_logprobs=top_logprobs)
 
         pending_requests = iter(requests)
         failure: BaseException | None = None

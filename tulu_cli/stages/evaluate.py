@@ -102,6 +102,10 @@ def _run(spec: TaskSpec, model: EvalModel, resolved: dict) -> tuple[dict, int, l
         arguments = lm_eval_arguments(spec, resolved["generation"], resolved["lm_eval"], int(resolved["seed"]))
         metrics, n, predictions = run_lm_eval(spec, model.lm_eval_model(resolved["lm_eval"]["batch_size"]), arguments)
         return metrics, n, predictions, []
+    if spec.type == "alpaca_eval":
+        from tulu_cli.eval.alpaca_eval import run_alpaca_eval
+
+        return run_alpaca_eval(spec, model.backend(), model.tokenizer, SamplingConfig.from_config(resolved["generation"]))
     from tulu_cli.eval.data import load_items
 
     items, rejects = load_items(spec)

@@ -1,0 +1,134 @@
+"""AlpacaEval 2 end to end on a handful of tiny instructions: the tiny model answers, a judge on a real
+HTTP server (127.0.0.1) answers with log-probs, and the win rate and length-controlled win rate are
+checked against alpaca_eval's own code (its output switching, prompt building, log-prob parser, win rate
+and GLM) run on the same outputs and the same judge."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import types
+
+import pytest
+
+from tests.openai_chat_server import TinyChatServer
+from tulu_cli.eval.alpaca_eval import judge_template
+from tulu_cli.eval.models import EvalModel
+from tulu_cli.eval.tasks import parse_task
+from tulu_cli.stages.evaluate import run_task
+
+INSTRUCTIONS = [
+    ("Add 3 and 4.", "3 + 4 = 7. The answer is 7."),
+    ("Name a colour.", "Blue."),
+    ("Write a sentence about the sea.", "The sea stretches to the horizon, grey and restless under the clouds."),
+    ("What is 10 minus 2?", "10 - 2 = 8, so the answer is 8, which you can check by adding 2 back to 8."),
+    ("Say hello.", "Hello!"),
+    ("List two fruits.", "Apple and pear."),
+    ("Count to five.", "1, 2, 3, 4, 5."),
+]
+OUTPUT_PATTERN = re.compile(r'"model_identifier": "(m|M)",\n\s*"output": """(.*?)"""\n', re.S)
+
+
+def length_judge(messages: list[dict]) -> list[tuple[str, float]]:
+    """Prefers the longer output, with a pull toward the one shown first (so the order matters)."""
+    outputs = dict(OUTPUT_PATTERN.findall(messages[-1]["content"]))
+    first = 1 / (1 + math.exp(-((len(outputs["m"]) - len(outputs["M"])) / 12 + 0.4)))
+    return [("m", math.log(first)), ("M", math.log(1 - first)), ("The", -9.0)]
+
+
+def import_alpaca_eval():
+    """alpaca_eval 0.6.6 imports `pkg_resources` (gone from setuptools 81+) for version checks only."""
+    if "pkg_resources" not in sys.modules:
+        try:
+            import pkg_resources  # noqa: F401
+        except ImportError:
+            from packaging.version import parse
+
+            sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
+    return pytest.importorskip("alpaca_eval")
+
+
+def write_glm_data(path, count: int) -> None:
+    """A df_gamed.csv of alpaca_eval's shape for `count` instructions: two gamed baselines per instruction."""
+    rows = ["model,index,preference,std_delta_len,instruction_difficulty,not_gamed_baseline"]
+    for baseline, (bias, sign) in {"gpt4_1106_preview_verbose": (0.7, 1), "gpt4_1106_preview_concise": (0.3, -1)}.items():
+        for index in range(count):
+            difficulty = math.sin(index + 1)
+            preference = min(0.98, max(0.02, bias + 0.15 * math.cos(3 * index)))
+            rows.append(f"{baseline},{index},{preference},{sign * (0.5 + 0.2 * index)},{difficulty},False")
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_model_factory, tiny_tokenizer):
+    path = tmp_path_factory.mktemp("tiny_model")
+    tiny_model_factory(seed=1).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_alpaca_eval_matches_alpaca_evals_own_pipeline(tiny_dir, tiny_model_factory, tiny_tokenizer, tmp_path):
+    alpaca_eval = import_alpaca_eval()
+    from alpaca_eval import processors, utils
+    from alpaca_eval.completion_parsers import logprob_parser
+    from alpaca_eval.metrics import get_winrate, glm_winrate
+
+    reference = tmp_path / "alpaca_eval_gpt4_baseline.json"
+    reference.write_text(json.dumps([{"instruction": i, "output": o, "generator": "gpt4_1106_preview",
+                                      "dataset": "tiny"} for i, o in INSTRUCTIONS]))
+    glm_data = tmp_path / "df_gamed.csv"
+    write_glm_data(glm_data, len(INSTRUCTIONS))
+    with TinyChatServer(tiny_model_factory(seed=2), tiny_tokenizer, aspects=[]) as server:
+        server.logprob_judge = length_judge
+        spec = parse_task("alpaca_eval", {
+            "type": "alpaca_eval", "metric": "length_controlled_winrate", "chat_template": "tulu",
+            "max_new_tokens": 12, "data": {"path": str(reference)}, "glm_data": {"path": str(glm_data)},
+            "judge": {"base_url": server.base_url, "model": "tiny-judge", "concurrency": 3, "max_retries": 0}})
+        resolved = {"generation": {"backend": "hf", "batch_size": 4, "max_new_tokens": 12, "temperature": 0.0,
+                                   "top_p": 1.0, "seed": 0}, "seed": 0}
+        model = EvalModel({"path": str(tiny_dir), "chat_template": "tulu", "dtype": "float32",
+                           "attn_implementation": "sdpa"}, resolved["generation"], tmp_path, seed=0)
+        result, predictions, rejects = run_task(spec, model, resolved)
+        served = [body["messages"] for body in server.served]
+    assert result.status == "ok", result.detail
+    assert (result.n, rejects, len(served)) == (len(INSTRUCTIONS), [], len(INSTRUCTIONS))
+    outputs = [row["output"] for row in predictions]
+    assert all(output != ref for output, (_, ref) in zip(outputs, INSTRUCTIONS, strict=True))
+
+    # alpaca_eval's annotator steps on the same outputs: switch the order, build the prompts, parse the judge
+    import pandas as pd
+
+    frame = pd.DataFrame({"instruction": [i for i, _ in INSTRUCTIONS], "output_1": [o for _, o in INSTRUCTIONS],
+                          "output_2": outputs})
+    switcher = processors.RandomSwitchTwoColumnsProcessor(
+        two_columns_to_switch=["output_1", "output_2"], random_seed_columns=["instruction"],
+        fn_replace_if_switch=lambda df: df.assign(preference=3 - df["preference"]) if "preference" in df else df,
+        _switch_column="is_switched_outputs", seed=123)
+    switched = switcher.preprocess(frame)
+    prompts, _ = utils.make_prompts(switched, judge_template())
+    expected_messages = [[{"role": m["role"], "content": m["content"]} for m in utils.prompt_to_chatml(prompt)]
+                         for prompt in prompts]
+    assert sorted(map(json.dumps, served)) == sorted(map(json.dumps, expected_messages))
+    assert switched["is_switched_outputs"].any() and not switched["is_switched_outputs"].all()
+    switched["preference"] = [
+        logprob_parser({"logprobs": {"content": [{"top_logprobs": [{"token": t, "logprob": lp} for t, lp in
+                                                                     length_judge(messages)]}]}},
+                       numerator_token="m", denominator_tokens=["m", "M"], is_binarize=False)[0]
+        for messages in expected_messages]
+    annotations = switcher.postprocess(switched)
+    assert [row["preference"] for row in predictions] == pytest.approx(list(annotations["preference"]), abs=1e-9)
+
+    annotations["annotator"] = "weighted_alpaca_eval_gpt4_turbo"
+    annotations["generator_1"], annotations["generator_2"] = "gpt4_1106_preview", "tiny"
+    glm_winrate.hf_hub_download = lambda **kwargs: str(glm_data)  # the hub file, read locally
+    expected = {**get_winrate(annotations),
+                **glm_winrate.get_length_controlled_winrate(annotations, save_weights_dir=None)}
+    assert alpaca_eval.__version__ == "0.6.6"
+    for name in ("win_rate", "discrete_win_rate", "standard_error", "length_controlled_winrate",
+                 "lc_standard_error"):
+        assert 100 * result.metrics[name] == pytest.approx(float(expected[name]), abs=1e-6), name
+    assert result.value == result.metrics["length_controlled_winrate"] and result.metrics["judged"] == 1.0
+    # the length control moves the score: this judge rewards length
+    assert abs(result.metrics["length_controlled_winrate"] - result.metrics["win_rate"]) > 0.01
