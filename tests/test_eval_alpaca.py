@@ -132,3 +132,32 @@ def test_alpaca_eval_matches_alpaca_evals_own_pipeline(tiny_dir, tiny_model_fact
     assert result.value == result.metrics["length_controlled_winrate"] and result.metrics["judged"] == 1.0
     # the length control moves the score: this judge rewards length
     assert abs(result.metrics["length_controlled_winrate"] - result.metrics["win_rate"]) > 0.01
+
+
+def test_dry_run_status_says_what_alpaca_eval_needs(tmp_path, monkeypatch):
+    from tulu_cli.eval.readiness import task_status
+
+    settings = {"type": "alpaca_eval", "metric": "length_controlled_winrate",
+                "data": {"path": "tatsu-lab/alpaca_eval", "file": "alpaca_eval_gpt4_baseline.json"},
+                "glm_data": {"path": "tatsu-lab/alpaca_eval", "file": "df_gamed.csv"},
+                "judge": {"base_url": None, "model": "gpt-4-1106-preview", "api_key_env": "TINY_JUDGE_KEY"}}
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.delenv("TINY_JUDGE_KEY", raising=False)
+    status = task_status(parse_task("alpaca_eval", settings), {})
+    assert status == ("runnable; needs: hub file tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json (network; "
+                      "then cached), hub file tatsu-lab/alpaca_eval/df_gamed.csv (network; then cached), a judge "
+                      "endpoint: set tasks.alpaca_eval.judge.base_url and .model (any OpenAI-compatible server that "
+                      "returns log-probs)")
+    reference, glm = tmp_path / "reference.json", tmp_path / "df_gamed.csv"
+    reference.write_text("[]")
+    glm.write_text("")
+    local = {**settings, "data": {"path": str(reference)}, "glm_data": {"path": str(glm)},
+             "judge": {**settings["judge"], "base_url": "http://127.0.0.1:9/v1"}}
+    assert task_status(parse_task("alpaca_eval", local), {}) == (
+        "runnable; needs: judge endpoint http://127.0.0.1:9/v1 serving gpt-4-1106-preview with log-probs, "
+        "API key in $TINY_JUDGE_KEY (not set here)")
+    monkeypatch.setenv("TINY_JUDGE_KEY", "k")
+    assert task_status(parse_task("alpaca_eval", local), {}).endswith("API key in $TINY_JUDGE_KEY")
+    missing = {**local, "glm_data": {"path": str(tmp_path / "nowhere.csv")}}
+    assert task_status(parse_task("alpaca_eval", missing), {}) == (
+        f"not runnable: tasks.alpaca_eval.glm_data: file {tmp_path / 'nowhere.csv'} does not exist")

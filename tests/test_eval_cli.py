@@ -49,12 +49,19 @@ def test_tulu3_dev_dry_run_lists_every_task_with_its_settings(tmp_path):
     statuses = {spec.name: task_status(spec, OmegaConf.to_container(resolved, resolve=True))
                 for spec in select_tasks(OmegaConf.to_container(resolved.tasks, resolve=True), None)}
     runnable = {name for name, status in statuses.items() if status.startswith("runnable")}
-    assert runnable == set(TULU3_DEV_TASKS) - {"popqa", "alpaca_eval", "safety"}
+    assert runnable == set(TULU3_DEV_TASKS) - {"safety"}
     assert statuses["mmlu"] == "runnable; needs: its subtasks' hub datasets (network)"
     assert "confirm_run_unsafe_code=true" in statuses["humaneval"]
     assert (settings["humaneval"].lm_eval_task, settings["humaneval"].metric) == ("tulu_humaneval_pass10",
                                                                                  "pass@10,create_test")
-    assert statuses["popqa"].startswith("not runnable: lm-eval 0.4 has no PopQA task")
+    assert statuses["popqa"] == "runnable; needs: hub dataset akariasai/PopQA (network)"
+    assert (settings["popqa"].verifier, settings["popqa"].num_shots, settings["popqa"].olmes_id) == (
+        "popqa", 15, "popqa::tulu")
+    assert statuses["alpaca_eval"].startswith("runnable; needs: hub file tatsu-lab/alpaca_eval/"
+                                              "alpaca_eval_gpt4_baseline.json")
+    assert "judge endpoint https://api.openai.com/v1 serving gpt-4-1106-preview" in statuses["alpaca_eval"]
+    assert "alpaca-eval:" in table and "weighted_alpaca_ev" in table  # the runner column (folded)
+    assert statuses["safety"].startswith("not runnable: ")
     assert "status" in table and "runnable;" in table and "not runnable:" in table and "olmes setting" in table
     assert not (tmp_path / "results.json").exists()
 

@@ -148,7 +148,16 @@ def check_ground_truth(dataset: str, ground_truth: str, messages: list[dict] | N
                        field: str = "ground_truth") -> None:
     """Raise RowError when the verifier of `dataset` can never score `ground_truth`, so that the row is set
     aside now rather than trained on at reward 0: an `ifeval` ground truth is parsed into its checks the
-    way the verifier parses it (valid JSON, known functions and instructions, their arguments)."""
+    way the verifier parses it (valid JSON, known functions and instructions, their arguments), a `popqa`
+    one must be a JSON list of answers."""
+    if dataset.lower() == "popqa":
+        from tulu_cli.rewards.popqa import accepted_answers
+
+        try:
+            accepted_answers(ground_truth)
+        except ValueError as exc:
+            raise RowError(field, "bad_ground_truth", str(exc)) from None
+        return
     if dataset.lower() != "ifeval":
         return
     from tulu_cli.rewards.ifeval import build_checks

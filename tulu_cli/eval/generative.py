@@ -32,17 +32,25 @@ def generate_in_length_order(backend, prompts: list[str], sampling: SamplingConf
     return completions
 
 
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    """The answer up to the first stop string: what a generator that stops there would have returned."""
+    cut = min((text.index(stop) for stop in stops if stop and stop in text), default=len(text))
+    return text[:cut]
+
+
 def run_generative(spec: TaskSpec, items: list[Item], backend, tokenizer, generation) -> tuple[dict, list[dict]]:
     """Return the task's metrics and one prediction row per item."""
     shots = load_shots(spec)
     template = spec.get("chat_template", "tulu")
     prompts = [render_chat(with_shots(shots, item.messages), template, tokenizer) for item in items]
     completions = generate_in_length_order(backend, prompts, sampling_for(spec, generation))
+    stops = list(spec.get("stop", []))
     rows, predictions = [], []
     for item, prompt, completion in zip(items, prompts, completions, strict=True):
-        scores = score_response(item.verifier, completion.text, item.ground_truth, item.messages[-1]["content"])
+        response = cut_at_stop(completion.text, stops)
+        scores = score_response(item.verifier, response, item.ground_truth, item.messages[-1]["content"])
         rows.append(scores)
-        predictions.append({"task": spec.name, "id": item.id, "prompt": prompt, "response": completion.text,
+        predictions.append({"task": spec.name, "id": item.id, "prompt": prompt, "response": response,
                             "finished": completion.finished, "ground_truth": item.ground_truth,
                             "verifier": item.verifier, "scores": scores})
     return mean_metrics(rows, METRIC_WEIGHTS), predictions

@@ -122,11 +122,17 @@ def task_status(spec: TaskSpec, resolved: Mapping[str, Any]) -> str:
     elif spec.type == "alpaca_eval":
         needs = _alpaca_eval_needs(spec)
     else:
-        path = str((spec.settings.get("data") or {}).get("path"))
-        local = is_local(path)
-        if local and not Path(path).expanduser().exists():
-            return f"not runnable: data file {path} does not exist"
-        needs = [] if local else [f"hub dataset {path} (network)"]
+        needs = []
+        for section in ("data", "fewshot"):
+            path = (spec.settings.get(section) or {}).get("path")
+            if not path:
+                continue
+            local = is_local(str(path))
+            if local and not Path(str(path)).expanduser().exists():
+                return f"not runnable: {'data' if section == 'data' else 'few-shot'} file {path} does not exist"
+            need = f"hub dataset {path} (network)"
+            if not local and need not in needs:
+                needs.append(need)
     if isinstance(needs, str):
         return f"not runnable: {needs}"
     needs += [str(need) for need in spec.get("needs", [])]  # what the config says the task needs besides

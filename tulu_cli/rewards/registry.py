@@ -75,7 +75,7 @@ def plugin_modules() -> list[str]:
 
 def _load_builtins() -> None:
     # Imported for their `@register` side effect; done lazily so importing the registry stays cheap.
-    from tulu_cli.rewards import gsm8k, ifeval, math_answer  # noqa: F401
+    from tulu_cli.rewards import gsm8k, ifeval, math_answer, popqa  # noqa: F401
 
 
 def known_datasets() -> list[str]:
