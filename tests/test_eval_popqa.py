@@ -8,7 +8,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT
+from tests.conftest import CONF
 from tulu_cli.eval.models import EvalModel
 from tulu_cli.eval.tasks import parse_task
 from tulu_cli.rewards import verify
@@ -46,7 +46,7 @@ def test_popqa_preset_runs_offline_on_a_local_file(tmp_path, tiny_model_factory,
     model_dir = tmp_path / "model"
     tiny_model_factory(seed=3).save_pretrained(model_dir)
     tiny_tokenizer.save_pretrained(model_dir)
-    preset = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / "tulu3_dev.yaml"))["tasks"]["popqa"]
+    preset = OmegaConf.to_container(OmegaConf.load(CONF / "eval" / "tulu3_dev.yaml"))["tasks"]["popqa"]
     assert (preset["num_shots"], preset["max_new_tokens"], preset["stop"]) == (15, 15, ["\n\n"])
     preset.update(num_shots=2, max_new_tokens=8, data={"path": str(data)},
                   fewshot={**preset["fewshot"], "path": str(data)})
