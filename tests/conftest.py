@@ -101,3 +101,18 @@ def start_model(tmp_path_factory, tiny_tokenizer, tiny_model_factory):
     tiny_model_factory(seed=3).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_chain(tmp_path_factory) -> Path:
+    """The run directory of a 4-step tiny SFT run on real `tulu curate` + `tulu decontaminate` output (the
+    decontaminated SFT mix, its 6 planted eval prompts removed), with a hub repo id, licence and tag set.
+    Tests that change the run work on a copy."""
+    root = tmp_path_factory.mktemp("chain")
+    run_tulu("curate", "conf=tiny", "~datasets.prefs", "~datasets.rlvr", f"output_dir={root / 'curate'}")
+    run_tulu("decontaminate", "conf=tiny", f"train=[{root / 'curate' / 'sft'}]", "score=ngram_fraction",
+             "threshold=1.0", "remove=true", f"output_dir={root / 'decontaminate'}")
+    run_tulu("sft", "conf=tiny", f"data.train={root / 'decontaminate' / 'decontaminated' / 'sft'}",
+             "train.max_steps=4", "train.log_every=2", "checkpoint.every_steps=4", "hub.repo_id=my-org/tiny-sft",
+             "hub.license=apache-2.0", "hub.tags=[arithmetic]", f"output_dir={root / 'sft'}")
+    return root / "sft"

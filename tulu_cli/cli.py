@@ -120,5 +120,18 @@ def verify(
     raise typer.Exit(verify_command(input, out, loose, timeout, workers))
 
 
+@app.command()
+def plot(
+    runs: Annotated[list[str], typer.Argument(help="Training run directories (sft, dpo, rlvr) or their "
+                                              "metrics.jsonl; LABEL=RUN names a run's lines.")],
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="The PNG to write "
+                                             "(default: curves.png in the first run's directory).")] = None,
+) -> None:
+    """Draw training curves (loss, reward, verified rate, KL, learning rate) from metrics.jsonl into one PNG."""
+    from tulu_cli.plots import plot_command
+
+    raise typer.Exit(plot_command(runs, out))
+
+
 if __name__ == "__main__":
     app()

@@ -8,11 +8,13 @@ stage code: the trainers call its divisibility rules too, so both sides agree.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 MISSING = object()
+HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 class ConfigError(Exception):
@@ -119,6 +121,22 @@ class Resume:
         return f"{self.path}={shown(value)}: must be true, false or a checkpoint directory"
 
 
+@dataclass(frozen=True)
+class HubRepo:
+    """`hub.repo_id`: required, as OWNER/NAME, when `hub.push` is true (checked before the run trains for days)."""
+
+    path: str = "hub.repo_id"
+
+    def check(self, config: Mapping[str, Any]) -> str | None:
+        if lookup(config, "hub.push") is not True:
+            return None
+        value = lookup(config, self.path)
+        if isinstance(value, str) and HUB_REPO_ID.fullmatch(value):
+            return None
+        shown_value = "null" if value is None or value is MISSING else shown(value)
+        return f"{self.path}={shown_value}: hub.push=true needs the repository to push to, as OWNER/NAME"
+
+
 def whole(path: str, at_least: float = 1, optional: bool = False) -> Number:
     return Number(path, whole=True, at_least=at_least, optional=optional)
 
@@ -139,7 +157,7 @@ TRAINER = [
     whole("train.max_steps", optional=True), whole("train.per_device_batch_size"), whole("train.log_every"),
     Number("train.max_grad_norm", above=0, optional=True), Flag("train.packing"),
     whole("checkpoint.every_steps"), whole("checkpoint.keep", at_least=0),
-    whole("data.max_rows", optional=True),
+    whole("data.max_rows", optional=True), Flag("hub.push"), Flag("hub.private"), HubRepo(),
 ]
 BATCHED_TRAINER = [
     *TRAINER, whole("train.max_seq_length"), whole("train.epochs"), whole("train.effective_batch_size"),

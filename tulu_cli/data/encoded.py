@@ -46,6 +46,20 @@ class DataReport:
                 "encode_s": self.encode_s}
 
 
+DATA_REPORT_FILE = "data_report.json"
+
+
+def record_data_report(run_dir: Path, split: str, report: DataReport) -> None:
+    """Keep a split's row counts (`train`, `eval`) in RUN_DIR/data_report.json, for the model card.
+    The train split, recorded first, starts the file afresh."""
+    from tulu_cli.io import atomic_write_json
+
+    path = run_dir / DATA_REPORT_FILE
+    recorded = {} if split == "train" or not path.exists() else json.loads(path.read_text(encoding="utf-8"))
+    atomic_write_json(path, {**recorded, split: {key: value for key, value in report.to_json().items()
+                                                 if key not in ("cache", "encode_s")}})
+
+
 def error_fields(error: RowError) -> dict:
     """The `error_*` columns of a row that cannot be used."""
     return {"error_field": error.field, "error_reason": error.reason, "error_detail": error.detail}

@@ -1,11 +1,10 @@
 """`tulu eval compare RUN_A RUN_B ... [--plot OUT.png]`: one table of several eval runs (rows: tasks,
 columns: runs labelled by stage or name, e.g. base / sft / dpo / rlvr) and optionally a PNG of the
-scores by stage. A task whose settings differ between runs is flagged: its scores are not comparable."""
+scores by stage with the training curves of the evaluated models. A task whose settings differ between
+runs is flagged: its scores are not comparable."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -54,12 +53,19 @@ def _parse(args: list[str]) -> tuple[list[tuple[str | None, str]], Path | None]:
             continue
         if arg.startswith("-"):
             raise ValueError(f"unknown option {arg}")
-        label, path = arg.split("=", 1) if "=" in arg and not Path(arg).exists() else (None, arg)
-        runs.append((label, path))
+        runs.append(split_label(arg))
         position += 1
     if not runs:
         raise ValueError("give at least one eval run directory")
     return runs, plot
+
+
+def split_label(arg: str) -> tuple[str | None, str]:
+    """`LABEL=PATH` -> (LABEL, PATH); a bare path (even one holding `=`, when it exists) -> (None, PATH)."""
+    if "=" in arg and not Path(arg).exists():
+        label, path = arg.split("=", 1)
+        return label, path
+    return None, arg
 
 
 def unique_labels(labels: list[str]) -> list[str]:
@@ -108,14 +114,40 @@ def comparison_table(labels: list[str], documents: list[dict]) -> tuple[Table, l
     return table, drifted
 
 
-def write_plot(path: Path, labels: list[str], documents: list[dict]) -> None:
-    """Scores (x100) by run, one line per task, written atomically as a PNG."""
-    import matplotlib
+def write_plot(path: Path, labels: list[str], documents: list[dict]):
+    """One PNG: the scores (x100) by run, one line per task, then the training curves (plots.CURVE_PANELS)
+    of each evaluated model that a tulu trainer wrote (its run's metrics.jsonl). Returns the figure."""
+    from tulu_cli.plots import curve_panels, draw_curves, panel_figure, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    curves = training_curves_of(labels, documents)
+    panels = curve_panels(curves)
+    figure, axes = panel_figure(1 + len(panels))
+    draw_scores(axes[0], labels, documents)
+    draw_curves(axes[1:], curves, panels)
+    figure.tight_layout()
+    save_png(figure, path)
+    return figure
 
-    figure, axes = plt.subplots(figsize=(max(5.0, 1.4 * len(labels) + 3), 4.5))
+
+def training_curves_of(labels: list[str], documents: list[dict]) -> list:
+    """The metrics of the training run behind each evaluated model that is a tulu run's `final/`; a run
+    whose metrics cannot be read is named and left out of the picture."""
+    from tulu_cli.plots import CurvesError, load_curves
+    from tulu_cli.run_lineage import training_run_of
+
+    curves = []
+    for label, document in zip(labels, documents, strict=True):
+        run_dir = training_run_of((document.get("model") or {}).get("path"))
+        if run_dir is None:
+            continue
+        try:
+            curves.append(load_curves(run_dir, label))
+        except CurvesError as exc:
+            Console().print(f"training curves of {label} left out: {exc}", highlight=False, soft_wrap=True)
+    return curves
+
+
+def draw_scores(axes, labels: list[str], documents: list[dict]) -> None:
     positions = list(range(len(labels)))
     for name in task_names(documents):
         values = [score(document, name) for document in documents]
@@ -129,13 +161,3 @@ def write_plot(path: Path, labels: list[str], documents: list[dict]) -> None:
     axes.set_title("eval scores by stage")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", loc="best")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(figure)
-        Path(tmp).unlink(missing_ok=True)

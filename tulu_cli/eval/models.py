@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from tulu_cli.entry import StageError
+from tulu_cli.run_lineage import producing_stage
 
 
 class EvalModel:
@@ -85,20 +84,6 @@ class EvalModel:
     def describe(self) -> dict:
         return {"path": self.path, "revision": self.model_cfg.get("revision"),
                 "initialised": not self.path, "stage": producing_stage(self.path)}
-
-
-def producing_stage(path: str | None) -> str | None:
-    """The stage that wrote a `<run>/final` model (from the run's config.yaml), if it is one."""
-    if not path:
-        return None
-    config = Path(path).expanduser().parent / "config.yaml"
-    if not config.is_file():
-        return None
-    try:
-        stage = OmegaConf.load(config).get("stage")
-    except Exception:  # noqa: BLE001 - an unreadable config only means no label
-        return None
-    return str(stage) if stage else None
 
 
 def run_label(model_cfg: Mapping[str, Any]) -> str:

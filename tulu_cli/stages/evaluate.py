@@ -30,7 +30,8 @@ from tulu_cli.eval.tasks import (
     select_tasks,
     settings_summary,
 )
-from tulu_cli.runlog import MetricsLogger
+from tulu_cli.publish.card import record_eval
+from tulu_cli.runlog import MetricsLogger, is_main_process
 
 
 def main(cfg: DictConfig, run_dir: Path) -> None:
@@ -63,6 +64,10 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     document = write_results(run_dir, results, suite=str(resolved.get("suite")), label=label,
                              model=model.describe(), config_hash=fingerprint)
     print_results(document)
+    if is_main_process():
+        card = record_eval(resolved["model"].get("path"), run_dir, document)
+        if card is not None:
+            print(f"model card updated with these results: {card}", flush=True)
     failed = [r for r in results if r.status == "error"]
     if failed:
         raise StageError("task(s) failed: " + "; ".join(f"{r.task}: {r.detail}" for r in failed))

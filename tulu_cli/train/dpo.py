@@ -15,10 +15,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tulu_cli.config import assets_dir
+from tulu_cli.data.encoded import record_data_report
 from tulu_cli.data.preference_data import LOSS_TOKENS, prepare_preferences, sequence_tokens
 from tulu_cli.entry import StageError, entrypoint
 from tulu_cli.io import atomic_write_json
 from tulu_cli.modeling import load_tokenizer
+from tulu_cli.publish.release import release_final
 from tulu_cli.train.batching import read_rows
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
 from tulu_cli.train.dpo_losses import LOSS_TYPES, REFERENCE_FREE, PreferenceLoss, preference_loss
@@ -93,6 +95,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     if accelerator.is_main_process:
         atomic_write_json(run_dir / "timings.json", timings)
     accelerator.print(f"saved {run_dir / 'final'}")
+    release_final(accelerator, cfg, run_dir)
     accelerator.end_training()
 
 
@@ -117,6 +120,7 @@ def load_pairs(cfg: DictConfig, tokenizer, run_dir: Path, main_process: bool) ->
                                         run_dir / "rejects.jsonl" if main_process else None, loss_tokens)
     if main_process:
         print(f"data: {report.to_json()}", flush=True)
+        record_data_report(run_dir, "train", report)
     require_rows(report)
     if not cfg.data.get("eval"):
         return pairs, None
@@ -125,6 +129,7 @@ def load_pairs(cfg: DictConfig, tokenizer, run_dir: Path, main_process: bool) ->
                                                   loss_tokens)
     if main_process:
         print(f"eval data: {eval_report.to_json()}", flush=True)
+        record_data_report(run_dir, "eval", eval_report)
     require_rows(eval_report)
     return pairs, eval_pairs
 

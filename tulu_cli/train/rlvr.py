@@ -20,10 +20,12 @@ import torch
 from omegaconf import DictConfig
 
 from tulu_cli.config import assets_dir
+from tulu_cli.data.encoded import record_data_report
 from tulu_cli.entry import entrypoint
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
 from tulu_cli.modeling import load_model, load_tokenizer
+from tulu_cli.publish.release import release_final
 from tulu_cli.train.batching import BatchPlan
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
 from tulu_cli.train.loop import is_due, require_rows, resume_or_start
@@ -72,6 +74,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         )
     if state.is_main_process:
         print(f"data: {report.to_json()}", flush=True)
+        record_data_report(run_dir, "train", report)
     require_rows(report)
     plan, accumulation = rollout_plan(len(rows), algorithm, algo, train, state.num_processes, cfg.seed)
     accelerator = make_accelerator(accumulation, train.per_device_batch_size, train.max_grad_norm)
@@ -199,6 +202,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     # --- save ---
     save_final(accelerator, model, tokenizer, run_dir, part="policy")
     accelerator.print(f"saved {run_dir / 'final'}")
+    release_final(accelerator, cfg, run_dir)
     accelerator.end_training()
 
 

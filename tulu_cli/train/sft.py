@@ -14,9 +14,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tulu_cli.config import assets_dir
+from tulu_cli.data.encoded import record_data_report
 from tulu_cli.data.sft_data import prepare_sft
 from tulu_cli.entry import StageError, entrypoint
 from tulu_cli.modeling import load_tokenizer
+from tulu_cli.publish.release import release_final
 from tulu_cli.train.batching import collate, count_trainable, read_rows
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
 from tulu_cli.train.logprobs import forward_logits, token_logprobs
@@ -41,6 +43,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         dataset, report = prepare_sft(cfg.data, train.max_seq_length, tokenizer, run_dir, state.is_main_process)
     if state.is_main_process:
         print(f"data: {report.to_json()}", flush=True)
+        record_data_report(run_dir, "train", report)
     require_rows(report)
     plan = build_plan(len(dataset), train, state.num_processes, cfg.seed)
     trainable = prepare_trainable(cfg, tokenizer, plan)
@@ -91,6 +94,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     # --- save ---
     save_final(accelerator, model, tokenizer, run_dir)
     accelerator.print(f"saved {run_dir / 'final'}")
+    release_final(accelerator, cfg, run_dir)
     accelerator.end_training()
 
 
