@@ -104,15 +104,31 @@ def start_model(tmp_path_factory, tiny_tokenizer, tiny_model_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_sft_chain(tmp_path_factory) -> Path:
+def fake_hub():
+    """A real HTTP server on 127.0.0.1 standing in for the Hugging Face hub (tests/fake_hub_server.py)."""
+    from tests.fake_hub_server import FakeHub
+
+    with FakeHub() as hub:
+        yield hub
+
+
+def hub_env(hub) -> dict[str, str]:
+    """Environment that points huggingface_hub at `hub` (a FakeHub) and nowhere else."""
+    return {"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_local_test_token", "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_chain(tmp_path_factory, fake_hub) -> Path:
     """The run directory of a 4-step tiny SFT run on real `tulu curate` + `tulu decontaminate` output (the
-    decontaminated SFT mix, its 6 planted eval prompts removed), with a hub repo id, licence and tag set.
-    Tests that change the run work on a copy."""
+    decontaminated SFT mix, its 6 planted eval prompts removed), with a hub repo id, licence and tag set,
+    pushed at the end to `fake_hub` as my-org/tiny-sft. Tests that change the run work on a copy."""
     root = tmp_path_factory.mktemp("chain")
     run_tulu("curate", "conf=tiny", "~datasets.prefs", "~datasets.rlvr", f"output_dir={root / 'curate'}")
     run_tulu("decontaminate", "conf=tiny", f"train=[{root / 'curate' / 'sft'}]", "score=ngram_fraction",
              "threshold=1.0", "remove=true", f"output_dir={root / 'decontaminate'}")
     run_tulu("sft", "conf=tiny", f"data.train={root / 'decontaminate' / 'decontaminated' / 'sft'}",
              "train.max_steps=4", "train.log_every=2", "checkpoint.every_steps=4", "hub.repo_id=my-org/tiny-sft",
-             "hub.license=apache-2.0", "hub.tags=[arithmetic]", f"output_dir={root / 'sft'}")
+             "hub.license=apache-2.0", "hub.tags=[arithmetic]", "hub.push=true", f"output_dir={root / 'sft'}",
+             env=hub_env(fake_hub))
     return root / "sft"

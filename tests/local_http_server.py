@@ -1,5 +1,6 @@
 """The HTTP plumbing shared by the tests' real servers on 127.0.0.1: a threading server on an ephemeral
-port in a daemon thread, JSON request bodies in, JSON replies out. A subclass answers `route`."""
+port in a daemon thread, JSON request bodies in (newline-delimited JSON as a list), JSON replies out.
+A subclass answers `route`."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class LocalJSONServer:
         self._http.shutdown()
         self._http.server_close()
 
-    def route(self, method: str, path: str, body: dict | None) -> tuple[int, dict, dict[str, str]]:
+    def route(self, method: str, path: str, body: dict | list | None) -> tuple[int, dict, dict[str, str]]:
         """The reply to one request: (status, JSON payload, extra headers)."""
         raise NotImplementedError
 
@@ -38,7 +39,11 @@ class LocalJSONServer:
 
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
+                data = self.rfile.read(length) if length else b""
+                if "ndjson" in (self.headers.get("Content-Type") or ""):
+                    body = [json.loads(line) for line in data.splitlines() if line.strip()]
+                else:
+                    body = json.loads(data) if data else None
                 status, payload, headers = server.route(method, self.path, body)
                 data = json.dumps(payload).encode("utf-8")
                 self.send_response(status)

@@ -1,6 +1,6 @@
 """The model card every trainer writes into `final/README.md` (hub format, read back with huggingface_hub),
-its refresh by a later `tulu eval` of the model, and the push options (checked before launch; the upload's
-arguments). Nothing here reaches the network."""
+its refresh by a later `tulu eval` of the model, and the push of `final/` (checked before launch; done at
+the end of training through huggingface_hub to a real HTTP server on 127.0.0.1 standing in for the hub)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from tests.conftest import run_tulu
+from tests.conftest import hub_env, run_tulu
 from tulu_cli.curate.dataset_dir import read_manifest
+from tulu_cli.errors import StageError
 from tulu_cli.eval.results import load_results
 from tulu_cli.publish.card import EVAL_RESULTS_FILE, build_model_card, format_value, record_eval
-from tulu_cli.publish.push import repo_arguments, upload_arguments
+from tulu_cli.publish.push import push_final, repo_arguments, upload_arguments
 from tulu_cli.runlog import read_metrics
 
 
@@ -113,6 +114,29 @@ def test_tulu_eval_of_the_model_refreshes_its_card(tiny_sft_chain, start_model, 
     # A model that is not a tulu run's final/ is left alone.
     assert record_eval(str(start_model), first, document) is None
     assert not (start_model / "README.md").exists()
+
+
+def test_training_pushes_final_to_the_hub_at_the_end(tiny_sft_chain, fake_hub):
+    """The fixture's run had hub.push=true: its final/ went to the (local) hub as one commit, card included."""
+    repo = fake_hub.repos["my-org/tiny-sft"]
+    assert repo["private"] is True and not [request for request in fake_hub.unanswered if "tiny-sft" in request]
+    [commit] = repo["commits"]
+    assert commit["revision"] == "main" and commit["summary"] == "tulu sft: sft"
+    final = tiny_sft_chain / "final"
+    assert commit["files"] == {path.name: path.read_bytes() for path in final.iterdir()}
+    assert {"README.md", "model.safetensors", "config.json", "tokenizer.json"} <= set(commit["files"])
+    assert "pushed" in (tiny_sft_chain / "logs" / "stage.log").read_text()
+
+
+def test_a_failed_push_names_the_repo_and_where_the_model_is(tiny_sft_chain, fake_hub, monkeypatch):
+    for name, value in hub_env(fake_hub).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", fake_hub.url)
+    final = tiny_sft_chain / "final"
+    # The local hub serves no branches: creating `revision` fails with its HTTP error.
+    with pytest.raises(StageError, match=r"hub push of .*final to my-org/other failed .*404.*push it later with "
+                                         r"`hf upload my-org/other .*final`"):
+        push_final(final, {"repo_id": "my-org/other", "revision": "v1"}, "sft")
 
 
 def test_push_arguments_name_the_repo_the_folder_and_skip_hidden_files(tmp_path):

@@ -38,6 +38,7 @@ def push_final(final_dir: Path, hub: dict[str, Any], stage: str) -> str:
             api.create_branch(str(hub["repo_id"]), branch=str(hub["revision"]), exist_ok=True)
         commit = api.upload_folder(**upload_arguments(final_dir, hub, stage))
     except Exception as exc:  # noqa: BLE001 - whatever the hub client raises (HTTP, network, auth), say where the model is
-        raise StageError(f"hub push of {final_dir} to {hub['repo_id']} failed ({type(exc).__name__}: {exc}); the "
+        reason = " ".join(str(exc).split())
+        raise StageError(f"hub push of {final_dir} to {hub['repo_id']} failed ({type(exc).__name__}: {reason}); the "
                          f"model is saved there: push it later with `hf upload {hub['repo_id']} {final_dir}`") from None
     return str(getattr(commit, "commit_url", commit))
