@@ -160,3 +160,17 @@ def test_push_without_a_repository_is_refused_before_launch(tmp_path, overrides,
     result = run_tulu("sft", "conf=tiny", *overrides, f"output_dir={tmp_path}", check=False, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "config.yaml").exists()
+
+
+def test_an_eval_whose_card_cannot_be_written_still_succeeds(tiny_sft_chain, tmp_path, capsys):
+    from tulu_cli.stages.evaluate import update_model_card
+
+    run = tmp_path / "sft"
+    shutil.copytree(tiny_sft_chain, run, ignore=shutil.ignore_patterns("checkpoints", "initial"))
+    (run / "final" / EVAL_RESULTS_FILE).write_text('{"torn')
+    before = (run / "final" / "README.md").read_text()
+    document = {"suite": "tiny", "created": "now", "tasks": {}}
+    update_model_card(str(run / "final"), tmp_path / "eval", document)
+    assert f"model card of {run / 'final'} not updated: {run / 'final' / EVAL_RESULTS_FILE}: unreadable" in (
+        capsys.readouterr().out)
+    assert (run / "final" / "README.md").read_text() == before

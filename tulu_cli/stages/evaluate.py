@@ -65,12 +65,22 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
                              model=model.describe(), config_hash=fingerprint)
     print_results(document)
     if is_main_process():
-        card = record_eval(resolved["model"].get("path"), run_dir, document)
-        if card is not None:
-            print(f"model card updated with these results: {card}", flush=True)
+        update_model_card(resolved["model"].get("path"), run_dir, document)
     failed = [r for r in results if r.status == "error"]
     if failed:
         raise StageError("task(s) failed: " + "; ".join(f"{r.task}: {r.detail}" for r in failed))
+
+
+def update_model_card(model_path: str | None, run_dir: Path, document: dict) -> None:
+    """Add these results to the card of the model when it is a tulu run's final/. The results stand on
+    their own: a card that cannot be written (a read-only model folder) is reported, not a failure."""
+    try:
+        card = record_eval(model_path, run_dir, document)
+    except (OSError, StageError) as exc:
+        print(f"model card of {model_path} not updated: {exc}", flush=True)
+        return
+    if card is not None:
+        print(f"model card updated with these results: {card}", flush=True)
 
 
 def run_task(spec: TaskSpec, model: EvalModel, resolved: dict) -> tuple[TaskResult, list[dict], list]:
