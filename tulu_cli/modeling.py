@@ -85,15 +85,19 @@ def _message_texts(files: list[Path]) -> Iterator[str]:
 
 
 def load_model(model_cfg: Mapping[str, Any], tokenizer, seed: int = 0):
-    """The causal LM of `model.path`, or a new Llama from `model.init`; embeddings cover the tokenizer."""
+    """The causal LM of `model.path` (its weights in 4 bits under QLoRA), or a new Llama from `model.init`;
+    embeddings cover the tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     attention = attention_implementation(model_cfg.get("attn_implementation", "sdpa"))
     dtype = getattr(torch, model_cfg.get("dtype") or "float32")
     if model_cfg.get("path"):
+        from tulu_cli.train.lora import quantization_kwargs
+
         model = AutoModelForCausalLM.from_pretrained(model_cfg["path"], revision=model_cfg.get("revision"),
-                                                     dtype=dtype, attn_implementation=attention)
+                                                     dtype=dtype, attn_implementation=attention,
+                                                     **quantization_kwargs(model_cfg, dtype))
     elif model_cfg.get("init"):
         config = LlamaConfig(vocab_size=_multiple_of_8(len(tokenizer)), bos_token_id=tokenizer.bos_token_id,
                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

@@ -137,6 +137,27 @@ class HubRepo:
         return f"{self.path}={shown_value}: hub.push=true needs the repository to push to, as OWNER/NAME"
 
 
+@dataclass(frozen=True)
+class LoraRuntime:
+    """`model.lora`: QLoRA only on top of LoRA, and no LoRA under DeepSpeed ZeRO-3 (the adapters would be
+    partitioned with the frozen weights, which the merge and the adapter-only checkpoints do not handle)."""
+
+    path: str = "model.lora"
+
+    def check(self, config: Mapping[str, Any]) -> str | None:
+        lora = lookup(config, self.path)
+        if not isinstance(lora, Mapping):
+            return None
+        if lora.get("load_in_4bit") is True and lora.get("enabled") is not True:
+            return f"{self.path}.load_in_4bit=true: QLoRA trains LoRA adapters, set {self.path}.enabled=true too"
+        stage = lookup(config, "launcher.deepspeed.zero_optimization.stage")
+        if lora.get("enabled") is True and stage == 3:
+            return (f"{self.path}.enabled=true: LoRA does not run under DeepSpeed ZeRO-3 (launcher.deepspeed has "
+                    f"zero_optimization.stage=3); use a launcher without deepspeed: launcher=gpu1 (one GPU), "
+                    f"cpu or cpu_ddp2 (CPU)")
+        return None
+
+
 def whole(path: str, at_least: float = 1, optional: bool = False) -> Number:
     return Number(path, whole=True, at_least=at_least, optional=optional)
 
@@ -152,8 +173,12 @@ OPTIM = [
     Number("optim.lr", above=0), Number("optim.weight_decay", at_least=0), Number("optim.eps", above=0),
     Number("optim.warmup_ratio", at_least=0, at_most=1),
 ]
+LORA = [
+    Flag("model.lora.enabled"), Flag("model.lora.load_in_4bit"), Number("model.lora.r", whole=True, at_least=1),
+    Number("model.lora.alpha", above=0), Number("model.lora.dropout", at_least=0, below=1), LoraRuntime(),
+]
 TRAINER = [
-    *OPTIM, Resume(),
+    *OPTIM, *LORA, Resume(),
     whole("train.max_steps", optional=True), whole("train.per_device_batch_size"), whole("train.log_every"),
     Number("train.max_grad_norm", above=0, optional=True), Flag("train.packing"),
     whole("checkpoint.every_steps"), whole("checkpoint.keep", at_least=0),

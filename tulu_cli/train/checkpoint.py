@@ -105,17 +105,24 @@ def save_final(accelerator, model, tokenizer, run_dir: Path, part: str | None = 
     `from_pretrained`. Every rank must call it.
 
     `part` names a submodule to save instead of the whole model (e.g. the policy of a module that
-    also holds a value model). Under ZeRO-3 the full weights are gathered one module at a time and
-    written in shards, so neither a device nor the main process's memory holds the whole model.
+    also holds a value model). A LoRA model is saved merged, with its adapter in `adapter/`. Under
+    ZeRO-3 the full weights are gathered one module at a time and written in shards, so neither a
+    device nor the main process's memory holds the whole model.
     """
     from tulu_cli.io import atomic_dir
+    from tulu_cli.train.lora import is_lora_model, save_merged_and_adapter
     from tulu_cli.train.runtime import is_zero3
 
     target = run_dir / name
     module = accelerator.unwrap_model(model)
     if part is not None:
         module = getattr(module, part)
-    if is_zero3():
+    if is_lora_model(module):
+        # LoRA never runs under ZeRO-3: every rank holds the whole model, the main process writes it.
+        if accelerator.is_main_process:
+            with atomic_dir(target) as tmp:
+                save_merged_and_adapter(module, tokenizer, tmp)
+    elif is_zero3():
         if accelerator.is_main_process:
             with atomic_dir(target) as tmp:
                 write_gathered(module, tmp)
@@ -142,21 +149,9 @@ def write_gathered(module, directory: Path | None, max_shard_bytes: int = 2 * 10
     when there is more than one. Every rank takes part in each gather. A parameter shared by two
     modules (tied embeddings) is written once, under its first name, as `save_pretrained` does."""
     import deepspeed
-    from safetensors.torch import save_file
 
-    files: list[tuple[Path, list[str]]] = []
-    shard: dict = {}
-    shard_bytes = total_bytes = 0
+    writer = ShardWriter(directory, max_shard_bytes) if directory is not None else None
     seen: set[int] = set()
-
-    def flush() -> None:
-        nonlocal shard, shard_bytes
-        if shard and directory is not None:
-            path = directory / f".shard-{len(files):05d}.safetensors"
-            save_file(shard, str(path), metadata={"format": "pt"})
-            files.append((path, list(shard)))
-        shard, shard_bytes = {}, 0
-
     for prefix, submodule in module.named_modules():
         params = [p for p in submodule.parameters(recurse=False) if id(p) not in seen]
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
@@ -165,27 +160,52 @@ def write_gathered(module, directory: Path | None, max_shard_bytes: int = 2 * 10
                       if n not in submodule._non_persistent_buffers_set]
             for local_name, tensor in named:
                 seen.add(id(tensor))
-                nbytes = tensor.numel() * tensor.element_size()
-                if shard and shard_bytes + nbytes > max_shard_bytes:
-                    flush()
-                if directory is not None:
-                    # A copy: the gathered storage is released when the context exits.
-                    shard[f"{prefix}.{local_name}" if prefix else local_name] = tensor.detach().to("cpu", copy=True)
-                shard_bytes += nbytes
-                total_bytes += nbytes
-    flush()
-    if directory is None:
-        return
-    if len(files) == 1:
-        files[0][0].rename(directory / "model.safetensors")
-        return
-    weight_map = {}
-    for number, (path, keys) in enumerate(files, start=1):
-        final_name = f"model-{number:05d}-of-{len(files):05d}.safetensors"
-        path.rename(directory / final_name)
-        weight_map.update(dict.fromkeys(keys, final_name))
-    index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
-    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+                if writer is not None:
+                    writer.add(f"{prefix}.{local_name}" if prefix else local_name, tensor)
+    if writer is not None:
+        writer.finish()
+
+
+class ShardWriter:
+    """Writes named tensors, added one at a time, as safetensors shards of at most `max_shard_bytes`
+    (`model.safetensors`, or `model-0000N-of-0000M.safetensors` and an index when there are more)."""
+
+    def __init__(self, directory: Path, max_shard_bytes: int = 2 * 1024**3):
+        self.directory, self.max_shard_bytes = directory, max_shard_bytes
+        self.files: list[tuple[Path, list[str]]] = []
+        self.shard: dict = {}
+        self.shard_bytes = self.total_bytes = 0
+
+    def add(self, name: str, tensor) -> None:
+        nbytes = tensor.numel() * tensor.element_size()
+        if self.shard and self.shard_bytes + nbytes > self.max_shard_bytes:
+            self._flush()
+        # A copy: a gathered or merged tensor's storage may be released once the caller moves on.
+        self.shard[name] = tensor.detach().to("cpu", copy=True).contiguous()
+        self.shard_bytes += nbytes
+        self.total_bytes += nbytes
+
+    def _flush(self) -> None:
+        from safetensors.torch import save_file
+
+        if self.shard:
+            path = self.directory / f".shard-{len(self.files):05d}.safetensors"
+            save_file(self.shard, str(path), metadata={"format": "pt"})
+            self.files.append((path, list(self.shard)))
+        self.shard, self.shard_bytes = {}, 0
+
+    def finish(self) -> None:
+        self._flush()
+        if len(self.files) == 1:
+            self.files[0][0].rename(self.directory / "model.safetensors")
+            return
+        weight_map = {}
+        for number, (path, keys) in enumerate(self.files, start=1):
+            final_name = f"model-{number:05d}-of-{len(self.files):05d}.safetensors"
+            path.rename(self.directory / final_name)
+            weight_map.update(dict.fromkeys(keys, final_name))
+        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
+        (self.directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def save_model_files(module, tokenizer, directory: Path) -> None:

@@ -137,15 +137,20 @@ def load_pairs(cfg: DictConfig, tokenizer, run_dir: Path, main_process: bool) ->
 def build_reference(cfg: DictConfig, accelerator, model, tokenizer, pairs, eval_pairs):
     """The reference of the run: cached log-probs, an online frozen model, or None (reference-free loss)."""
     from tulu_cli.train import reference as ref
+    from tulu_cli.train.lora import starting_model
 
     if cfg.loss.type in REFERENCE_FREE:
         return None
     batch_size, pad_id, packing = cfg.reference.batch_size, tokenizer.pad_token_id, cfg.train.packing
+    # With LoRA the starting policy is the trained model with its adapters off: no second copy.
+    starting = starting_model(accelerator, model)
+    if starting is not None:
+        accelerator.print("reference: the policy with its LoRA adapters off (no second model)")
     if cfg.reference.mode == "online":
         from tulu_cli.modeling import load_model
         from tulu_cli.train.runtime import prepare_frozen
 
-        frozen = prepare_frozen(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
+        frozen = starting or prepare_frozen(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
         evaluation = (dataset_logprobs(accelerator, frozen, eval_pairs, batch_size, pad_id, packing)
                       if eval_pairs is not None else None)
         return ref.OnlineReference(frozen, evaluation, pad_id, packing, accelerator)
@@ -157,7 +162,8 @@ def build_reference(cfg: DictConfig, accelerator, model, tokenizer, pairs, eval_
             continue
         key = ref.cache_key(identity, rows, packing)
         meta = {"model": identity, "source": str(cfg.data[name]), "max_seq_length": cfg.train.max_seq_length}
-        entries[name] = (key, *ref.cached_reference(accelerator, model, rows, root, key, batch_size, pad_id, packing, meta))
+        entries[name] = (key, *ref.cached_reference(accelerator, starting or model, rows, root, key, batch_size, pad_id,
+                                                    packing, meta))
         accelerator.print(f"reference log-probs ({name}): {'loaded' if entries[name][2] else 'computed and stored'} "
                           f"{root / key}")
     key, train_logprobs, hit = entries["train"]

@@ -40,16 +40,18 @@ class Trainable:
 
 
 def prepare_trainable(cfg: DictConfig, tokenizer, plan: BatchPlan) -> Trainable:
-    """Load the starting model and wrap it, its optimizer and schedule for the launched runtime."""
-    from tulu_cli.modeling import load_model
+    """Load the starting model (with LoRA adapters when `model.lora` is on) and wrap it, its optimizer
+    and schedule for the launched runtime."""
+    from tulu_cli.train.lora import keep_trained_parameters_in_checkpoints, load_policy
     from tulu_cli.train.optim import build_optimizer, build_scheduler
     from tulu_cli.train.runtime import make_accelerator, report_partitioning
 
     accelerator = make_accelerator(plan.accumulation_steps, cfg.train.per_device_batch_size, cfg.train.max_grad_norm)
-    model = load_model(cfg.model, tokenizer, cfg.seed)
+    model = load_policy(cfg.model, tokenizer, cfg.seed)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    keep_trained_parameters_in_checkpoints(accelerator, model)
     report_partitioning(accelerator, model)
     return Trainable(accelerator, model, optimizer, scheduler)
 

@@ -42,6 +42,10 @@ def model_identity(model_cfg: Any, seed: int, precision: str) -> dict:
     model = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
     identity = {"path": model.get("path"), "revision": model.get("revision"), "dtype": model.get("dtype"),
                 "attn_implementation": model.get("attn_implementation"), "precision": precision}
+    lora = model.get("lora") or {}
+    if lora.get("enabled") and lora.get("load_in_4bit"):
+        # QLoRA's reference is the 4-bit base (adapters off), not the full-precision one.
+        identity["load_in_4bit"] = True
     path = Path(str(model["path"])).expanduser() if model.get("path") else None
     if path is not None and path.is_dir():
         identity["path"] = str(path.resolve())

@@ -29,6 +29,7 @@ from tulu_cli.publish.release import release_final
 from tulu_cli.train.batching import BatchPlan
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
 from tulu_cli.train.loop import is_due, require_rows, resume_or_start
+from tulu_cli.train.lora import keep_trained_parameters_in_checkpoints, load_policy, starting_model
 from tulu_cli.train.optim import build_optimizer, build_scheduler
 from tulu_cli.train.rl.data import prepare_rlvr, prompt_rows
 from tulu_cli.train.rl.engine_check import check_engine_logprobs
@@ -79,14 +80,18 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     plan, accumulation = rollout_plan(len(rows), algorithm, algo, train, state.num_processes, cfg.seed)
     accelerator = make_accelerator(accumulation, train.per_device_batch_size, train.max_grad_norm)
     value = load_value_model(cfg.model, algo.reward_model_path, tokenizer) if algorithm == "ppo" else None
-    model = PolicyAndValue(load_model(cfg.model, tokenizer, cfg.seed), value)
+    # With LoRA only the policy gets adapters; PPO's value model is trained in full.
+    model = PolicyAndValue(load_policy(cfg.model, tokenizer, cfg.seed), value)
     optimizer = build_optimizer(model, cfg.optim)
     updates_per_rollout = int(algo.epochs_per_rollout) * int(algo.minibatches_per_rollout)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.total_steps * updates_per_rollout)
     model, optimizer = accelerator.prepare(model, optimizer)
+    keep_trained_parameters_in_checkpoints(accelerator, model)
     report_partitioning(accelerator, model)
-    # The reference is the starting policy, reloaded from model.path; a checkpoint needs no copy of it.
-    reference = prepare_frozen(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
+    # The reference is the starting policy: with LoRA the policy with its adapters off, else reloaded
+    # from model.path; a checkpoint needs no copy of it.
+    reference = starting_model(accelerator, model, part="policy") or prepare_frozen(
+        accelerator, load_model(cfg.model, tokenizer, cfg.seed))
     start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir, scheduler, plan.total_steps)
     try:
         backend = build_rollout_backend(

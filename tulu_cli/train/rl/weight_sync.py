@@ -71,9 +71,18 @@ def load_parameter_by_parameter(target, named_params: Iterable[tuple[str, torch.
 def sync_rollout_weights(accelerator, backend, model) -> None:
     """Send the updated policy to the generation engine(s): every rank walks the parameters (gathering
     each under ZeRO-3); a rank that owns an engine or a server connection hands each one over."""
+    from tulu_cli.train.lora import is_lora_model, merged_tensors
+
     policy = accelerator.unwrap_model(model).policy
-    metadata = parameter_metadata(policy)
-    params = iter_full_parameters(policy)
+    if is_lora_model(policy):
+        # The engine holds the plain model: it gets the weights with the adapters merged in (LoRA never
+        # runs under ZeRO-3, so nothing is gathered). The metadata pass merges once more, to size them.
+        metadata = [ParamMeta(name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape))
+                    for name, tensor in merged_tensors(policy)]
+        params = merged_tensors(policy)
+    else:
+        metadata = parameter_metadata(policy)
+        params = iter_full_parameters(policy)
     if backend is not None:
         backend.update_weights(metadata, params)
     # Whatever the backend left unread is still gathered here, so no rank waits on another.
