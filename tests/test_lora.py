@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import run_tulu
 from tulu_cli.errors import StageError
+from tulu_cli.train.lora import REFERENCE_NOTE
 
 LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "load_in_4bit": False,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
@@ -168,7 +169,7 @@ def test_lora_dpo_with_online_reference_trains_without_a_second_model(tmp_path, 
                       "train.effective_batch_size=4", "train.per_device_batch_size=4", "train.max_steps=2",
                       "train.log_every=1", "optim.lr=1e-2", "optim.warmup_ratio=0", f"output_dir={tmp_path}")
     assert "reference online" in result.stdout
-    assert "reference: the policy with its LoRA adapters off (no second model)" in result.stdout
+    assert REFERENCE_NOTE in result.stdout
     from tulu_cli.runlog import read_metrics
 
     metrics = read_metrics(tmp_path)
@@ -176,3 +177,36 @@ def test_lora_dpo_with_online_reference_trains_without_a_second_model(tmp_path, 
     assert metrics[0]["rewards/margin"] == 0.0 and metrics[1]["rewards/margin"] != 0.0
     assert (tmp_path / "final" / "model.safetensors").exists()
     assert (tmp_path / "final" / "adapter" / "adapter_config.json").exists()
+
+
+def test_lora_ppo_trains_policy_adapters_and_the_full_value_model(tmp_path, start_model):
+    result = run_tulu("rlvr", "conf=tiny", f"model.path={start_model}", "model.lora.enabled=true", "algorithm=ppo",
+                      "ppo.prompts_per_rollout=8", "ppo.value_warmup_steps=0", "train.per_device_batch_size=4",
+                      "rollout.response_length=8", "train.max_steps=1", f"output_dir={tmp_path}")
+    assert REFERENCE_NOTE in result.stdout
+    saved = load_file(str(tmp_path / "checkpoints" / "step_00000001" / "model.safetensors"))
+    adapters = [key for key in saved if key.startswith("policy.")]
+    assert adapters and all(".lora_A." in key or ".lora_B." in key for key in adapters)
+    assert "value.head.weight" in saved and "value.backbone.embed_tokens.weight" in saved
+    assert (tmp_path / "final" / "adapter" / "adapter_model.safetensors").exists()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+
+
+def test_merged_model_written_in_several_shards_loads_the_same(trained_lora, tiny_tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tulu_cli.train.checkpoint import ShardWriter, save_model_files
+    from tulu_cli.train.lora import merged_tensors
+
+    writer = ShardWriter(tmp_path, max_shard_bytes=400_000)
+    for name, tensor in merged_tensors(trained_lora):
+        writer.add(name, tensor)
+    writer.finish()
+    save_model_files(trained_lora.get_base_model(), tiny_tokenizer, tmp_path)
+    assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) > 2
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    oracle = copy.deepcopy(trained_lora).merge_and_unload().eval()
+    torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path).eval()), logits(oracle),
+                               rtol=0, atol=0)

@@ -137,7 +137,7 @@ def load_pairs(cfg: DictConfig, tokenizer, run_dir: Path, main_process: bool) ->
 def build_reference(cfg: DictConfig, accelerator, model, tokenizer, pairs, eval_pairs):
     """The reference of the run: cached log-probs, an online frozen model, or None (reference-free loss)."""
     from tulu_cli.train import reference as ref
-    from tulu_cli.train.lora import starting_model
+    from tulu_cli.train.lora import REFERENCE_NOTE, starting_model
 
     if cfg.loss.type in REFERENCE_FREE:
         return None
@@ -145,7 +145,7 @@ def build_reference(cfg: DictConfig, accelerator, model, tokenizer, pairs, eval_
     # With LoRA the starting policy is the trained model with its adapters off: no second copy.
     starting = starting_model(accelerator, model)
     if starting is not None:
-        accelerator.print("reference: the policy with its LoRA adapters off (no second model)")
+        accelerator.print(REFERENCE_NOTE)
     if cfg.reference.mode == "online":
         from tulu_cli.modeling import load_model
         from tulu_cli.train.runtime import prepare_frozen

@@ -24,6 +24,8 @@ from tulu_cli.errors import StageError
 ADAPTER_DIR = "adapter"
 # In a checkpoint written by accelerate, the model's weights (here only the trained ones).
 CHECKPOINT_WEIGHTS = "model.safetensors"
+# Printed by a trainer whose reference is the trained model with its adapters off.
+REFERENCE_NOTE = "reference: the policy with its LoRA adapters off (no second model)"
 
 
 def lora_settings(model_cfg: Mapping[str, Any]) -> Mapping[str, Any] | None:

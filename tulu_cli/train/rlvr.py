@@ -29,7 +29,12 @@ from tulu_cli.publish.release import release_final
 from tulu_cli.train.batching import BatchPlan
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
 from tulu_cli.train.loop import is_due, require_rows, resume_or_start
-from tulu_cli.train.lora import keep_trained_parameters_in_checkpoints, load_policy, starting_model
+from tulu_cli.train.lora import (
+    REFERENCE_NOTE,
+    keep_trained_parameters_in_checkpoints,
+    load_policy,
+    starting_model,
+)
 from tulu_cli.train.optim import build_optimizer, build_scheduler
 from tulu_cli.train.rl.data import prepare_rlvr, prompt_rows
 from tulu_cli.train.rl.engine_check import check_engine_logprobs
@@ -90,8 +95,11 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     report_partitioning(accelerator, model)
     # The reference is the starting policy: with LoRA the policy with its adapters off, else reloaded
     # from model.path; a checkpoint needs no copy of it.
-    reference = starting_model(accelerator, model, part="policy") or prepare_frozen(
-        accelerator, load_model(cfg.model, tokenizer, cfg.seed))
+    reference = starting_model(accelerator, model, part="policy")
+    if reference is None:
+        reference = prepare_frozen(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
+    else:
+        accelerator.print(REFERENCE_NOTE)
     start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir, scheduler, plan.total_steps)
     try:
         backend = build_rollout_backend(
