@@ -31,7 +31,12 @@ def test_dry_run_resolves_every_stage_under_the_one_gpu_zero3_profile(tmp_path):
     assert yaml.safe_load((tmp_path / "rlvr_ppo" / "config.yaml").read_text())["generation"]["backend"] == "hf"
     vllm = yaml.safe_load((tmp_path / "rlvr_vllm" / "config.yaml").read_text())["generation"]
     assert vllm["backend"] == "vllm" and vllm["vllm"]["mode"] == "colocate"
-    assert "gpu-check: 6/6 passed" in result.stdout
+    for stage in ("sft_lora", "sft_qlora"):
+        config = yaml.safe_load((tmp_path / stage / "config.yaml").read_text())
+        assert config["model"]["lora"]["enabled"] and config["launcher"]["deepspeed"] is None
+        assert config["launcher"]["mixed_precision"] == "bf16"
+    assert yaml.safe_load((tmp_path / "sft_qlora" / "config.yaml").read_text())["model"]["lora"]["load_in_4bit"]
+    assert "gpu-check: 8/8 passed" in result.stdout
 
 
 def test_without_cuda_it_fails_at_the_preflight_with_the_install_command(tmp_path):

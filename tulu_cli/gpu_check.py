@@ -3,7 +3,8 @@ and RLVR (GRPO and PPO, HF generation from the sharded policy) for a few steps e
 DeepSpeed ZeRO-3 in bf16 (`launcher=zero3_1gpu`), each through the `tulu` command as a user runs it.
 Where vLLM is importable (`pip install -e ".[vllm]"`), RLVR runs once more with a colocated vLLM engine
 (weights sent one parameter at a time after each update, the engine/learner log-prob check after the
-first); without vLLM that case is skipped, not failed. Prints PASS/FAIL/SKIP per stage with the reason
+first); without vLLM that case is skipped, not failed. LoRA and QLoRA SFT run on the GPU without DeepSpeed
+(`launcher=gpu1`); QLoRA is skipped without bitsandbytes (`pip install -e ".[qlora]"`). Prints PASS/FAIL/SKIP per stage with the reason
 and a summary; exits 1 if any stage failed.
 
 Needs only this package's own dependencies (torch with CUDA, transformers, accelerate, deepspeed):
@@ -43,8 +44,17 @@ STAGES: dict[str, list[str]] = {
                   "grpo.prompts_per_rollout=4", "grpo.samples_per_prompt=4", "train.per_device_batch_size=4",
                   "rollout.response_length=24", "train.max_steps=2", "generation.backend=vllm",
                   "generation.vllm.mode=colocate", "generation.vllm.gpu_memory_utilization=0.3"],
+    # LoRA from the SFT model on one GPU without DeepSpeed (LoRA does not run under ZeRO-3), and QLoRA
+    # (4-bit base weights through bitsandbytes).
+    "sft_lora": ["sft", "conf=tiny", "model.path={sft}", "model.lora.enabled=true", "data.max_rows=256",
+                 "train.max_steps=4", "train.log_every=1", "checkpoint.every_steps=2"],
+    "sft_qlora": ["sft", "conf=tiny", "model.path={sft}", "model.lora.enabled=true", "model.lora.load_in_4bit=true",
+                  "data.max_rows=256", "train.max_steps=4", "train.log_every=1", "checkpoint.every_steps=2"],
 }
-# Stages that need vLLM; skipped where it is not importable.
+# Stages that need an optional package (vLLM, bitsandbytes); skipped where it is not importable.
+OPTIONAL_PACKAGE = {"rlvr_vllm": ("vllm", ".[vllm]"), "sft_qlora": ("bitsandbytes", ".[qlora]")}
+# Stages that run without DeepSpeed: `gpu1` (or `cpu` when the check runs on CPU) instead of the profile.
+LORA_STAGES = ("sft_lora", "sft_qlora")
 VLLM_STAGES = ("rlvr_vllm",)
 STAGE_TIMEOUT_S = 240
 
@@ -71,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(Outcome("preflight", False, problem, 0.0))
     else:
         for stage in STAGES:
-            if stage in VLLM_STAGES and not args.dry_run and importlib.util.find_spec("vllm") is None:
-                print(f"SKIP {stage}: vLLM is not installed (pip install -e \".[vllm]\")", flush=True)
+            package, extra = OPTIONAL_PACKAGE.get(stage, (None, None))
+            if package and not args.dry_run and importlib.util.find_spec(package) is None:
+                print(f"SKIP {stage}: {package} is not installed (pip install -e \"{extra}\")", flush=True)
                 continue
             outcomes.append(run_stage(stage, work, args.launcher, args.dry_run))
             report(outcomes[-1])
@@ -110,6 +121,8 @@ def preflight() -> str | None:
 def stage_command(stage: str, work: Path, launcher: str) -> list[str]:
     paths = {"work": work, "sft": work / "sft" / "final", "dpo": work / "dpo" / "final"}
     args = [arg.format(**paths) for arg in STAGES[stage]]
+    if stage in LORA_STAGES:
+        launcher = "cpu" if launcher.startswith("cpu") else "gpu1"
     return [sys.executable, "-m", "tulu_cli.cli", *args, f"launcher={launcher}", f"output_dir={work / stage}"]
 
 
@@ -131,7 +144,7 @@ def run_stage(stage: str, work: Path, launcher: str, dry_run: bool) -> Outcome:
         return Outcome(stage, False, f"exit code {result.returncode}: {reason}", seconds)
     if dry_run:
         return Outcome(stage, True, "config resolved (dry run)", seconds)
-    passed, detail = check_run(work / stage)
+    passed, detail = check_run(work / stage, sharded=stage not in LORA_STAGES)
     if passed and stage in VLLM_STAGES:
         log = (work / stage / "logs" / "stage.log").read_text(errors="replace")
         check = next((line for line in log.splitlines() if line.startswith("log-prob check")), "")
@@ -139,8 +152,9 @@ def run_stage(stage: str, work: Path, launcher: str, dry_run: bool) -> Outcome:
     return Outcome(stage, passed, detail, seconds)
 
 
-def check_run(run_dir: Path) -> tuple[bool, str]:
-    """(passed, detail): finite losses every step, the model sharded by ZeRO-3, full weights in final/."""
+def check_run(run_dir: Path, sharded: bool = True) -> tuple[bool, str]:
+    """(passed, detail): finite losses every step, the model sharded by ZeRO-3 (`sharded`; else a LoRA
+    run, whose final/ must also hold the adapter), full weights in final/."""
     from safetensors import safe_open
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -150,8 +164,10 @@ def check_run(run_dir: Path) -> tuple[bool, str]:
     log = (run_dir / "logs" / "stage.log").read_text(errors="replace")
     line = next((x for x in log.splitlines() if x.startswith("partitioning (model)")), "")
     fields = dict(part.split("=") for part in line.split()[2:])
-    if not fields or fields.get("zero3") != fields.get("params"):
+    if sharded and (not fields or fields.get("zero3") != fields.get("params")):
         return False, f"parameters not managed by ZeRO-3: {line or 'no partitioning line'}"
+    if not sharded and not (run_dir / "final" / "adapter" / "adapter_model.safetensors").exists():
+        return False, "final/adapter/ holds no adapter"
     empty = []
     for path in sorted((run_dir / "final").glob("*.safetensors")):
         with safe_open(path, "pt") as weights:
