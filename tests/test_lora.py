@@ -156,6 +156,7 @@ def test_lora_sft_trains_the_adapter_resumes_and_saves_a_merged_final(tmp_path):
     ids = torch.tensor([[1, 30, 31, 32, 33, 34]])
     torch.testing.assert_close(logits(final, ids), logits(oracle, ids), rtol=0, atol=0)
 
+    assert "| `model.lora.r` | 4 |" in (straight / "final" / "README.md").read_text()
     tokenizer = AutoTokenizer.from_pretrained(straight / "final")
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}],
                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)

@@ -172,6 +172,8 @@ def hyperparameter_section(config: dict) -> str:
     values["model.path"] = model.get("path")
     if not model.get("path"):
         values.update(flatten("model.init", model.get("init")))
+    if (model.get("lora") or {}).get("enabled"):
+        values.update(flatten("model.lora", model["lora"]))
     stage_sections = list(HYPERPARAMETER_SECTIONS)
     if config.get("stage") == "rlvr":
         stage_sections[1:1] = ["algorithm", str(config.get("algorithm"))]
