@@ -71,11 +71,12 @@ def test_card_metadata_follows_local_models_back_to_hub_ids(tiny_sft_chain, tmp_
         return run
 
     sft = make_run("sft", model={**config["model"], "path": "meta-llama/Llama-3.1-8B"},
-                   data={**config["data"], "train": "allenai/tulu-3-sft-mixture"}, hub={"push": False})
+                   data={**config["data"], "train": "allenai/tulu-3-sft-mixture"}, hub={"push": False, "tags": "math"})
     dpo = make_run("dpo", stage="dpo", model={**config["model"], "path": str(sft / "final")},
                    loss={"type": "dpo_norm", "beta": 5.0}, hub={})
     sft_meta = build_model_card(sft).data
     assert sft_meta.base_model == "meta-llama/Llama-3.1-8B" and sft_meta.datasets == ["allenai/tulu-3-sft-mixture"]
+    assert sft_meta.tags == ["tulu", "tulu-cli", "sft", "math"]  # one tag given as a string is one tag
     dpo_card = build_model_card(dpo)
     assert dpo_card.data.base_model == "meta-llama/Llama-3.1-8B" and "dpo_norm" in dpo_card.data.tags
     assert "a `tulu sft` model" in dpo_card.text and "| `loss.beta` | 5.0 |" in dpo_card.text

@@ -51,7 +51,7 @@ def build_model_card(run_dir: Path):
         library_name=LIBRARY,
         license=hub.get("license"),
         pipeline_tag="text-generation",
-        tags=list(dict.fromkeys(["tulu", "tulu-cli", stage, *method_tags(config), *(hub.get("tags") or [])])),
+        tags=list(dict.fromkeys(["tulu", "tulu-cli", stage, *method_tags(config), *as_list(hub.get("tags"))])),
         datasets=hub_datasets(sources) or None,
         eval_results=eval_results_metadata(evals) or None,
     )
@@ -65,6 +65,13 @@ def build_model_card(run_dir: Path):
     ]
     body = "\n\n".join(section for section in sections if section)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}\n")
+
+
+def as_list(value: Any) -> list[str]:
+    """A config value given as one item (`hub.tags=math`) or a list (`hub.tags=[math,gsm8k]`)."""
+    if not value:
+        return []
+    return [str(item) for item in value] if isinstance(value, list | tuple) else [str(value)]
 
 
 def method_tags(config: dict) -> list[str]:
