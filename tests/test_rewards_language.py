@@ -51,7 +51,24 @@ def _random_texts(count: int) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize("texts", [SAMPLES, _random_texts(300)], ids=["samples", "random"])
+def _word_salads(count: int) -> list[str]:
+    """Prose-like texts of 20-250 words drawn from the samples' words: one language, or a mixture, some in
+    capitals. Mixtures keep the trials apart (all seven run, and long trials read past the draws read
+    ahead); one-language texts let the trials stop early."""
+    rng = random.Random(11)
+    vocabularies = [sample.split() for sample in SAMPLES[:14]]
+    texts = []
+    for index in range(count):
+        chosen = rng.sample(vocabularies, 1 if index % 2 else rng.randint(2, 3))
+        words = [rng.choice(rng.choice(chosen)) for _ in range(rng.randint(20, 250))]
+        text = " ".join(words)
+        texts.append(text.upper() if index % 7 == 0 else text)
+    return texts
+
+
+@pytest.mark.parametrize(
+    "texts", [SAMPLES, _random_texts(300), _word_salads(300)], ids=["samples", "random", "salads"]
+)
 def test_same_answers_as_langdetect(texts):
     saved = __import__("langdetect").DetectorFactory.seed
     try:
@@ -59,3 +76,42 @@ def test_same_answers_as_langdetect(texts):
             assert detect_language(text) == _reference(text), repr(text[:80])
     finally:
         __import__("langdetect").DetectorFactory.seed = saved
+
+
+def test_draws_are_the_random_module_draws():
+    """The generator stream the trials read gives what `random.Random(0)`'s `choice` and `gauss` give."""
+    from tulu_cli.rewards.language import SEED, _draws
+
+    for n in (1, 2, 3, 7, 55, 100, 1000, 4097, 65537):
+        generator = random.Random(SEED)
+        expected = [generator.choice(range(n)) for _ in range(500)]
+        values, after = _draws.choices(0, n, 4000)
+        assert values[:500].tolist() == expected
+        # The next word after the 500th draw is the generator's next output.
+        assert int(_draws.upto(after[499] + 1)[after[499]]) == generator.getrandbits(32)
+    for start in (0, 4, 123):
+        generator = random.Random(SEED)
+        for _ in range(start):
+            generator.getrandbits(32)
+        first, kept = _draws.gauss_pair(start)
+        assert first == generator.gauss(0.0, 1.0)
+        assert 0.0 + kept * 1.0 == generator.gauss(0.0, 1.0)
+        assert int(_draws.upto(start + 5)[start + 4]) == generator.getrandbits(32)
+
+
+def test_trials_stop_early_only_when_decided(monkeypatch):
+    """Both ways through the trials occur on the salads: early stops and all seven trials."""
+    from tulu_cli.rewards import language
+
+    trials_run = []
+    real_trial = language._trial
+
+    def counting(*args):
+        trials_run[-1] += 1
+        return real_trial(*args)
+
+    monkeypatch.setattr(language, "_trial", counting)
+    for text in _word_salads(40):
+        trials_run.append(0)
+        language.detect_language.__wrapped__(text)
+    assert min(trials_run) < language.TRIALS and max(trials_run) == language.TRIALS
