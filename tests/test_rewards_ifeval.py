@@ -204,3 +204,23 @@ def test_capital_word_count_skips_only_sentences_without_capital_words():
     for _ in range(3000):
         text = " ".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
         assert list(_capital_words(text)) == [word for word in treebank_words(text) if word.isupper()], text
+
+
+def test_sentence_and_word_splitting_match_nltk():
+    """`split_sentences` is an untrained Punkt and `treebank_words` NLTK's `word_tokenize` over it, on text
+    with every kind of whitespace, sentence ends, quotes, numbers and initials."""
+    from nltk.tokenize import NLTKWordTokenizer, PunktSentenceTokenizer
+
+    from tulu_cli.rewards.text_split import split_sentences, treebank_words
+
+    punkt, treebank = PunktSentenceTokenizer(), NLTKWordTokenizer()
+    pieces = ["river", "The", "NASA", "J.", "U.S.", "3.5", "12.", "e.g.", "end.", "Why?", "Stop!", "Wait...",
+              '"Quoted."', "(aside.)", "'tis", "don't", "can't", "a,", "b;", "--", "x:", "«Oui.»", "“Yes.”", "1,000"]  # fmt: skip
+    spaces = [" ", " ", " ", "  ", "\n", "\n\n", "\t", "\r\n", "\x0b", "\x0c", " \n "]
+    rng = random.Random(4)
+    for _ in range(800):
+        words = [rng.choice(pieces) for _ in range(rng.randint(1, 16))]
+        text = "".join(word + rng.choice(spaces) for word in words).strip()
+        assert list(split_sentences(text)) == punkt.tokenize(text), repr(text)
+        expected = [word for sentence in punkt.tokenize(text) for word in treebank.tokenize(sentence)]
+        assert treebank_words(text) == expected, repr(text)

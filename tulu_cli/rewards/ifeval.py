@@ -9,6 +9,7 @@ Ground truth forms accepted (a JSON string, or a Python-literal list as some rel
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -107,10 +108,24 @@ def follows(check: Check, response: str, *, loose: bool = False) -> bool:
     return any(candidate.strip() and check(candidate) for candidate in candidates)
 
 
+# Ground truths longer than this are parsed every time rather than kept.
+_MAX_CACHED_TRUTH_CHARS = 10_000
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_checks(ground_truth: str, prompt: str | None) -> list[Check]:
+    return build_checks(ground_truth, prompt)
+
+
 def score_ifeval(
     response: str, ground_truth: str | dict | list, *, loose: bool = False, prompt: str | None = None
 ) -> float:
-    checks = build_checks(ground_truth, prompt)
+    # Rows share ground truths (the samples of one prompt, the constraints of a data set), and checks
+    # hold no state, so the parsed checks of recent ground truths are reused.
+    if isinstance(ground_truth, str) and len(ground_truth) <= _MAX_CACHED_TRUTH_CHARS:
+        checks = _cached_checks(ground_truth, prompt)
+    else:
+        checks = build_checks(ground_truth, prompt)
     return sum(follows(check, response, loose=loose) for check in checks) / len(checks)
 
 

@@ -10,7 +10,6 @@ arguments, plain words, the two agree. Every check runs in time linear in the re
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import re
@@ -97,7 +96,7 @@ def keywords_letter_frequency(kwargs: Mapping[str, Any]) -> Check:
     if len(letter) != 1 or not "a" <= letter <= "z":
         raise ValueError(f"argument 'letter' must be one ASCII letter, got {letter!r}")
     frequency, relation = _count(kwargs, "let_frequency"), _relation(kwargs, "let_relation")
-    return lambda text: _compare(collections.Counter(text.lower())[letter], relation, frequency)
+    return lambda text: _compare(text.lower().count(letter), relation, frequency)
 
 
 def language_response_language(kwargs: Mapping[str, Any]) -> Check:
@@ -288,12 +287,22 @@ def startend_quotation(kwargs: Mapping[str, Any]) -> Check:
     return check
 
 
+_ASCII_UPPER = re.compile("[A-Z]")
+
+
+def _has_upper(text: str) -> bool:
+    """Whether a character of `text` is upper case (`str.islower` is true only when none is)."""
+    if text.isascii():
+        return _ASCII_UPPER.search(text) is not None
+    return not text.islower() and any(char.isupper() for char in text)
+
+
 def _may_hold_capital_word(sentence: str) -> bool:
     """False only when no Treebank token of `sentence` can be all capitals: no upper-case letter after the
     first character, and a capital first letter followed by a lower-case one. Tokenisation splits
     between two letters only in contractions, and of those only "n't" can leave one capital alone."""
     text = sentence.lstrip()
-    if "n't" in text.lower() or any(char.isupper() for char in text[1:]):
+    if "n't" in text.lower() or _has_upper(text[1:]):
         return True
     return text[:1].isupper() and not text[1:2].islower()
 

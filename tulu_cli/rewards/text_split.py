@@ -59,8 +59,8 @@ def _end_contexts(text: str) -> Iterator[tuple[re.Match[str], str]]:
     previous_match = None
     for match in _PERIOD_CONTEXT.finditer(text):
         before = text[previous_slice.stop : match.start()]
-        last_space = max((i for i, char in enumerate(before) if char in string.whitespace), default=0)
-        start = last_space + previous_slice.stop + 1 if last_space else previous_slice.start
+        last_space = max(map(before.rfind, string.whitespace))
+        start = last_space + previous_slice.stop + 1 if last_space > 0 else previous_slice.start
         word_slice = slice(start, match.start())
         if previous_match and previous_slice.stop <= word_slice.start:
             yield (
