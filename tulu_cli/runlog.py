@@ -21,12 +21,14 @@ class MetricsLogger:
     """Appends one JSON object per call to `run_dir/metrics.jsonl` (main process only).
 
     On resume the file is truncated to the steps at or before the checkpoint, so a resumed run's
-    metrics read as one uninterrupted run.
+    metrics read as one uninterrupted run. `trackers` (an Accelerator made with `log_with`) get every
+    row too, at the same step.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, resume_step: int | None = None):
+    def __init__(self, run_dir: str | os.PathLike, resume_step: int | None = None, trackers: Any = None):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.enabled = is_main_process()
+        self.trackers = trackers
         self.start = time.time()
         if self.enabled and resume_step is not None and self.path.exists():
             kept = [row for row in read_metrics(run_dir) if row.get("step", 0) <= resume_step]
@@ -37,9 +39,14 @@ class MetricsLogger:
     def log(self, step: int, **values: Any) -> None:
         if not self.enabled:
             return
+        values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
         row = {"step": step, **{k: _plain(v) for k, v in values.items()}}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
+        if self.trackers is not None:
+            from tulu_cli.tracking import tracker_values
+
+            self.trackers.log(tracker_values(values), step=step)
         shown = "  ".join(f"{k}={_short(v)}" for k, v in row.items())
         print(f"[{time.time() - self.start:7.1f}s] {shown}", flush=True)
 
@@ -69,8 +76,6 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value

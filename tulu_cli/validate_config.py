@@ -158,6 +158,19 @@ class LoraRuntime:
         return None
 
 
+@dataclass(frozen=True)
+class Trackers:
+    """`report_to`: known tracker names whose packages are installed (see `tulu_cli.tracking`)."""
+
+    path: str = "report_to"
+
+    def check(self, config: Mapping[str, Any]) -> str | None:
+        from tulu_cli.tracking import report_to_error
+
+        value = lookup(config, self.path)
+        return None if value is MISSING else report_to_error(value)
+
+
 def whole(path: str, at_least: float = 1, optional: bool = False) -> Number:
     return Number(path, whole=True, at_least=at_least, optional=optional)
 
@@ -178,7 +191,7 @@ LORA = [
     Number("model.lora.alpha", above=0), Number("model.lora.dropout", at_least=0, below=1), LoraRuntime(),
 ]
 TRAINER = [
-    *OPTIM, *LORA, Resume(),
+    *OPTIM, *LORA, Resume(), Trackers(),
     whole("train.max_steps", optional=True), whole("train.per_device_batch_size"), whole("train.log_every"),
     Number("train.max_grad_norm", above=0, optional=True), Flag("train.packing"),
     whole("checkpoint.every_steps"), whole("checkpoint.keep", at_least=0),

@@ -48,14 +48,14 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     with state.main_process_first():
         pairs, eval_pairs = load_pairs(cfg, tokenizer, run_dir, state.is_main_process)
     plan = build_plan(len(pairs), train, state.num_processes, cfg.seed)
-    trainable = prepare_trainable(cfg, tokenizer, plan)
+    trainable = prepare_trainable(cfg, tokenizer, plan, run_dir)
     accelerator, model, optimizer, scheduler = (trainable.accelerator, trainable.model, trainable.optimizer,
                                                 trainable.scheduler)
     started = time.time()
     # Before a checkpoint is loaded: the model is still the starting policy.
     reference = build_reference(cfg, accelerator, model, tokenizer, pairs, eval_pairs)
     timings = {"reference_s": round(time.time() - started, 3), "reference_cached": bool(reference and reference.hit)}
-    start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir, scheduler, plan.total_steps)
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps)
     accelerator.print(f"training: {plan.total_steps} steps, {plan.accumulation_steps} micro-batches per step, "
                       f"{state.num_processes} rank(s), loss {cfg.loss.type}, reference {cfg.reference.mode}")
 

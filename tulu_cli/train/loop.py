@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tulu_cli.entry import StageError
 from tulu_cli.runlog import MetricsLogger
+from tulu_cli.tracking import start_trackers
 from tulu_cli.train.batching import BatchPlan
 from tulu_cli.train.checkpoint import load_checkpoint, read_trainer_state, resolve_resume
 
@@ -39,14 +40,16 @@ class Trainable:
     scheduler: Any
 
 
-def prepare_trainable(cfg: DictConfig, tokenizer, plan: BatchPlan) -> Trainable:
+def prepare_trainable(cfg: DictConfig, tokenizer, plan: BatchPlan, run_dir: Path) -> Trainable:
     """Load the starting model (with LoRA adapters when `model.lora` is on) and wrap it, its optimizer
     and schedule for the launched runtime."""
+    from tulu_cli.tracking import accelerator_options
     from tulu_cli.train.lora import keep_trained_parameters_in_checkpoints, load_policy
     from tulu_cli.train.optim import build_optimizer, build_scheduler
     from tulu_cli.train.runtime import make_accelerator, report_partitioning
 
-    accelerator = make_accelerator(plan.accumulation_steps, cfg.train.per_device_batch_size, cfg.train.max_grad_norm)
+    accelerator = make_accelerator(plan.accumulation_steps, cfg.train.per_device_batch_size, cfg.train.max_grad_norm,
+                                   accelerator_options(cfg.get("report_to"), run_dir))
     model = load_policy(cfg.model, tokenizer, cfg.seed)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.total_steps)
@@ -56,12 +59,15 @@ def prepare_trainable(cfg: DictConfig, tokenizer, plan: BatchPlan) -> Trainable:
     return Trainable(accelerator, model, optimizer, scheduler)
 
 
-def resume_or_start(accelerator, resume: Any, run_dir: Path, scheduler, total_steps: int) -> tuple[int, MetricsLogger]:
-    """(first optimizer step to run, metrics logger): from the checkpoint `resume` names, else step 0.
+def resume_or_start(accelerator, cfg: DictConfig, run_dir: Path, scheduler, total_steps: int,
+                    ) -> tuple[int, MetricsLogger]:
+    """(first optimizer step to run, metrics logger): from the checkpoint `cfg.resume` names, else step 0.
+    The run's trackers (`report_to`) start here and get what the logger logs.
 
     A checkpoint past this run's last step belongs to a different run (e.g. a longer one in the same
     output_dir): resuming from it is refused rather than read as "already done".
     """
+    resume = cfg.resume
     checkpoint = resolve_resume(resume, run_dir)
     start_step = 0
     if checkpoint is not None:
@@ -71,7 +77,9 @@ def resume_or_start(accelerator, resume: Any, run_dir: Path, scheduler, total_st
                              f"steps: it belongs to a different run (overwrite=true starts this one afresh)")
         load_checkpoint(accelerator, checkpoint, scheduler)
         accelerator.print(f"resumed from {checkpoint} at step {start_step}")
-    return start_step, MetricsLogger(run_dir, resume_step=start_step if checkpoint is not None else None)
+    start_trackers(accelerator, OmegaConf.to_container(cfg, resolve=True), run_dir)
+    return start_step, MetricsLogger(run_dir, resume_step=start_step if checkpoint is not None else None,
+                                     trackers=accelerator if accelerator.log_with else None)
 
 
 def backward_and_step(accelerator, model, optimizer, loss, max_grad_norm: float | None):

@@ -26,6 +26,7 @@ from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
 from tulu_cli.modeling import load_model, load_tokenizer
 from tulu_cli.publish.release import release_final
+from tulu_cli.tracking import accelerator_options
 from tulu_cli.train.batching import BatchPlan
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
 from tulu_cli.train.loop import is_due, require_rows, resume_or_start
@@ -83,7 +84,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         record_data_report(run_dir, "train", report)
     require_rows(report)
     plan, accumulation = rollout_plan(len(rows), algorithm, algo, train, state.num_processes, cfg.seed)
-    accelerator = make_accelerator(accumulation, train.per_device_batch_size, train.max_grad_norm)
+    accelerator = make_accelerator(accumulation, train.per_device_batch_size, train.max_grad_norm,
+                                   accelerator_options(cfg.get("report_to"), run_dir))
     value = load_value_model(cfg.model, algo.reward_model_path, tokenizer) if algorithm == "ppo" else None
     # With LoRA only the policy gets adapters; PPO's value model is trained in full.
     model = PolicyAndValue(load_policy(cfg.model, tokenizer, cfg.seed), value)
@@ -100,7 +102,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         reference = prepare_frozen(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
     else:
         accelerator.print(REFERENCE_NOTE)
-    start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir, scheduler, plan.total_steps)
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps)
     try:
         backend = build_rollout_backend(
             cfg.generation,

@@ -34,15 +34,17 @@ def deepspeed_backend(cpu: bool) -> dict:
     return {"backend": "gloo"}
 
 
-def make_accelerator(accumulation_steps: int, per_device_batch_size: int, max_grad_norm: float | None):
-    """An Accelerator that accumulates `accumulation_steps` micro-batches per optimizer step.
+def make_accelerator(accumulation_steps: int, per_device_batch_size: int, max_grad_norm: float | None,
+                     options: dict | None = None):
+    """An Accelerator that accumulates `accumulation_steps` micro-batches per optimizer step (`options`:
+    more Accelerator arguments, e.g. the trackers of `tracking.accelerator_options`).
 
     When launched with DeepSpeed, the batch values the DeepSpeed config leaves as "auto" are filled
     here, because no dataloader is passed through `prepare` for accelerate to infer them from.
     """
     from accelerate import Accelerator
 
-    accelerator = Accelerator(gradient_accumulation_steps=accumulation_steps)
+    accelerator = Accelerator(gradient_accumulation_steps=accumulation_steps, **(options or {}))
     config = deepspeed_config()
     if config is not None:
         config["train_micro_batch_size_per_gpu"] = per_device_batch_size

@@ -46,10 +46,10 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         record_data_report(run_dir, "train", report)
     require_rows(report)
     plan = build_plan(len(dataset), train, state.num_processes, cfg.seed)
-    trainable = prepare_trainable(cfg, tokenizer, plan)
+    trainable = prepare_trainable(cfg, tokenizer, plan, run_dir)
     accelerator, model, optimizer, scheduler = (trainable.accelerator, trainable.model, trainable.optimizer,
                                                 trainable.scheduler)
-    start_step, logger = resume_or_start(accelerator, cfg.resume, run_dir, scheduler, plan.total_steps)
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps)
     if cfg.model.get("init") and not cfg.model.get("path") and not (run_dir / "initial").exists():
         # A freshly initialised model is kept as `initial/`: the untrained baseline of a comparison.
         save_final(accelerator, model, tokenizer, run_dir, name="initial")
