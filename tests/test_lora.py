@@ -166,7 +166,7 @@ def test_lora_sft_trains_the_adapter_resumes_and_saves_a_merged_final(tmp_path):
 
 def test_lora_dpo_with_online_reference_trains_without_a_second_model(tmp_path, start_model):
     result = run_tulu("dpo", "conf=tiny", f"model.path={start_model}", "model.lora.enabled=true",
-                      "reference.mode=online", "data.max_rows=16", "train.max_seq_length=128",
+                      "reference.mode=online", "data.max_rows=16", "data.eval=null", "train.max_seq_length=128",
                       "train.effective_batch_size=4", "train.per_device_batch_size=4", "train.max_steps=2",
                       "train.log_every=1", "optim.lr=1e-2", "optim.warmup_ratio=0", f"output_dir={tmp_path}")
     assert "reference online" in result.stdout
@@ -180,6 +180,7 @@ def test_lora_dpo_with_online_reference_trains_without_a_second_model(tmp_path, 
     assert (tmp_path / "final" / "adapter" / "adapter_config.json").exists()
 
 
+@pytest.mark.slow
 def test_lora_ppo_trains_policy_adapters_and_the_full_value_model(tmp_path, start_model):
     result = run_tulu("rlvr", "conf=tiny", f"model.path={start_model}", "model.lora.enabled=true", "algorithm=ppo",
                       "ppo.prompts_per_rollout=8", "ppo.value_warmup_steps=0", "train.per_device_batch_size=4",
