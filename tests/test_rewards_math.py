@@ -36,7 +36,7 @@ def warm_worker():
         ("The answer is -4", "-4", 0.0),
         ("The answer is -4", "4", 1.0),
         ("The answer is -0.5", "-0.5", 1.0),
-        ("It costs 2.50", "2.5", 0.0),  # a string comparison, as in the recipe
+        ("It costs 2.50", "2.5", 1.0),  # equal values (the release compared text: profile tulu3_release)
         ("No number here", "3", 0.0),
         ("", "0", 0.0),
     ],

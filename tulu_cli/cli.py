@@ -113,11 +113,13 @@ def verify(
                                            "scores 0 with an error.")] = 5.0,
     workers: Annotated[int | None, typer.Option("--workers", help="Verifier processes "
                                                 "(default: the CPUs available, at most 8).")] = None,
+    profile: Annotated[str, typer.Option("--profile", help="default, or tulu3_release: the Tulu 3 release "
+                                         "code's verifier behaviour, for exact reproductions.")] = "default",
 ) -> None:
     """Score responses with the verifiers (gsm8k, math, ifeval); writes each row back with `verified`."""
     from tulu_cli.rewards.verify_file import verify_command
 
-    raise typer.Exit(verify_command(input, out, loose, timeout, workers))
+    raise typer.Exit(verify_command(input, out, loose, timeout, workers, profile))
 
 
 @app.command()

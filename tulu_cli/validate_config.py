@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tulu_cli.rewards.registry import PROFILES
+
 MISSING = object()
 HUB_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
@@ -175,6 +177,7 @@ def whole(path: str, at_least: float = 1, optional: bool = False) -> Number:
     return Number(path, whole=True, at_least=at_least, optional=optional)
 
 
+VERIFIER_PROFILE = Choice("verifier.profile", PROFILES)
 COMMON = [Number("seed", whole=True, at_least=0, at_most=2**32 - 1), Flag("dry_run"), Flag("overwrite")]
 LAUNCHER = [
     Number("launcher.num_machines", whole=True, at_least=1, numeric_text=True),
@@ -227,9 +230,9 @@ RULES: dict[str, list] = {
         whole("rollout.max_prompt_length"), whole("rollout.response_length"),
         Number("rollout.temperature", above=0), Number("rollout.top_p", above=0, at_most=1),
         Number("rollout.verifier_reward"), Number("rollout.verify_timeout_s", above=0),
-        whole("rollout.verify_workers"), whole("generation.batch_size"),
+        whole("rollout.verify_workers"), whole("generation.batch_size"), VERIFIER_PROFILE,
     ],
-    "eval": [*GENERATION, whole("lm_eval.limit", optional=True)],
+    "eval": [*GENERATION, whole("lm_eval.limit", optional=True), VERIFIER_PROFILE],
     "decontaminate": [
         whole("ngram"), Number("threshold", above=0, at_most=1), Choice("mode", ("ngram", "exact")),
         whole("workers"), whole("rows_per_file"), whole("max_rows", optional=True), Flag("remove"),

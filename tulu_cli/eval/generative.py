@@ -5,7 +5,7 @@ from __future__ import annotations
 from tulu_cli.eval.data import Item
 from tulu_cli.eval.prompts import load_shots, render_chat, with_shots
 from tulu_cli.eval.results import mean_metrics
-from tulu_cli.eval.scoring import METRIC_WEIGHTS, score_response
+from tulu_cli.eval.scoring import METRIC_WEIGHTS, score_responses
 from tulu_cli.eval.tasks import TaskSpec
 from tulu_cli.generation import SamplingConfig
 
@@ -38,18 +38,23 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
     return text[:cut]
 
 
-def run_generative(spec: TaskSpec, items: list[Item], backend, tokenizer, generation) -> tuple[dict, list[dict]]:
+def run_generative(
+    spec: TaskSpec, items: list[Item], backend, tokenizer, generation, profile: str = "default"
+) -> tuple[dict, list[dict]]:
     """Return the task's metrics and one prediction row per item."""
     shots = load_shots(spec)
     template = spec.get("chat_template", "tulu")
     prompts = [render_chat(with_shots(shots, item.messages), template, tokenizer) for item in items]
     completions = generate_in_length_order(backend, prompts, sampling_for(spec, generation))
     stops = list(spec.get("stop", []))
-    rows, predictions = [], []
-    for item, prompt, completion in zip(items, prompts, completions, strict=True):
-        response = cut_at_stop(completion.text, stops)
-        scores = score_response(item.verifier, response, item.ground_truth, item.messages[-1]["content"])
-        rows.append(scores)
+    responses = [cut_at_stop(completion.text, stops) for completion in completions]
+    rows = score_responses(
+        [(item.verifier, response, item.ground_truth, item.messages[-1]["content"])
+         for item, response in zip(items, responses, strict=True)],
+        profile,
+    )  # fmt: skip
+    predictions = []
+    for item, prompt, completion, response, scores in zip(items, prompts, completions, responses, rows, strict=True):
         predictions.append({"task": spec.name, "id": item.id, "prompt": prompt, "response": response,
                             "finished": completion.finished, "ground_truth": item.ground_truth,
                             "verifier": item.verifier, "scores": scores})

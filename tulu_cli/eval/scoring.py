@@ -1,25 +1,55 @@
-"""Scoring one generated answer with the project's verifiers (the same checkers that give RLVR rewards).
+"""Scoring generated answers with the project's verifiers (the same checkers that give RLVR rewards).
 
 GSM8K- and MATH-style items give `accuracy` (the math verifier's flexible match is the "flex" of
 `minerva_math::tulu`). IFEval items give the four IFEval numbers: prompt-level (every instruction
-followed) and instruction-level (share of instructions followed), each strict and loose.
+followed) and instruction-level (share of instructions followed), each strict and loose. Every answer is
+scored in the verifier pool, within the per-row time limit, so no generated text can hang the stage.
 """
 
 from __future__ import annotations
 
-from tulu_cli.rewards.ifeval import build_checks, follows
-from tulu_cli.rewards.registry import verify
+from tulu_cli.rewards.ifeval import build_checks
+from tulu_cli.rewards.registry import DEFAULT_TIMEOUT_S, VerifyResult, verify_batch
 
 # Instruction-level IFEval accuracy is a mean over instructions, so items weigh by their count.
 METRIC_WEIGHTS = {"inst_strict": "instructions", "inst_loose": "instructions"}
 
+Answer = tuple[str, str, str, "str | None"]  # verifier, response, ground truth, prompt
 
-def score_response(verifier: str, response: str, ground_truth: str, prompt: str | None) -> dict[str, float]:
-    if verifier.lower() == "ifeval":
-        checks = build_checks(ground_truth, prompt)
-        strict = [follows(check, response) for check in checks]
-        loose = [follows(check, response, loose=True) for check in checks]
-        return {"prompt_strict": float(all(strict)), "prompt_loose": float(all(loose)),
-                "inst_strict": sum(strict) / len(checks), "inst_loose": sum(loose) / len(checks),
-                "instructions": float(len(checks))}
-    return {"accuracy": verify(verifier, response, ground_truth, prompt=prompt)}
+
+def _scored(answers: list[Answer], loose: bool, profile: str) -> list[float]:
+    rows = [{"dataset": verifier, "response": response, "ground_truth": truth,
+             **({"messages": [{"role": "user", "content": prompt}]} if prompt is not None else {})}
+            for verifier, response, truth, prompt in answers]  # fmt: skip
+    results = verify_batch(rows, loose=loose, timeout_s=DEFAULT_TIMEOUT_S, profile=profile)
+    return [_score(result) for result in results]
+
+
+def _score(result: VerifyResult) -> float:
+    # A bad ground truth is refused when the task's data is loaded; one met here is a defect to report.
+    if result.error is not None and not result.timed_out:
+        raise ValueError(result.error)
+    return result.score
+
+
+def score_responses(answers: list[Answer], profile: str = "default") -> list[dict[str, float]]:
+    """The metrics of each answer; an answer past the time limit scores 0."""
+    strict = _scored(answers, False, profile)
+    ifeval = [index for index, answer in enumerate(answers) if answer[0].lower() == "ifeval"]
+    loose = dict(zip(ifeval, _scored([answers[i] for i in ifeval], True, profile), strict=True))
+    scores = []
+    for index, (_, _, truth, prompt) in enumerate(answers):
+        if index not in loose:
+            scores.append({"accuracy": strict[index]})
+            continue
+        # The score is the share of instructions followed: 1.0 exactly when every one is.
+        count = len(build_checks(truth, prompt, profile))
+        scores.append({"prompt_strict": float(strict[index] == 1.0), "prompt_loose": float(loose[index] == 1.0),
+                       "inst_strict": strict[index], "inst_loose": loose[index], "instructions": float(count)})  # fmt: skip
+    return scores
+
+
+def score_response(
+    verifier: str, response: str, ground_truth: str, prompt: str | None, profile: str = "default"
+) -> dict[str, float]:
+    return score_responses([(verifier, response, ground_truth, prompt)], profile)[0]

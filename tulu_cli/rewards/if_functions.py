@@ -213,12 +213,22 @@ _ARG_TYPES: dict[str, type | tuple[type, ...]] = {
 }  # fmt: skip
 
 
-def build_function_check(constraint: Mapping[str, Any], prompt: str | None) -> Callable[[str], bool]:
-    """A checker for one `{"func_name": ..., <args>}` constraint; `None` arguments count as absent."""
+def build_function_check(
+    constraint: Mapping[str, Any], prompt: str | None, profile: str = "default"
+) -> Callable[[str], bool]:
+    """A checker for one `{"func_name": ..., <args>}` constraint; `None` arguments count as absent. The
+    response is checked stripped of surrounding whitespace, as the release checked it (a trailing newline
+    does not break "end with ..." or "wrap in quotes")."""
+    from tulu_cli.rewards import release_profile
+
     name = constraint.get("func_name")
     if name not in IF_FUNCTIONS:
         raise ValueError(f"unknown func_name {name!r}")
     fn = IF_FUNCTIONS[name]
+    prepare = str.strip
+    if profile == release_profile.NAME:
+        fn = release_profile.IF_FUNCTIONS.get(name, fn)
+        prepare = release_profile.response_text
     wanted = fn.__code__.co_varnames[1 : fn.__code__.co_argcount]
     args = {key: value for key, value in constraint.items() if key != "func_name" and value is not None}
     if "original_prompt" in wanted and "original_prompt" not in args and prompt is not None:
@@ -237,4 +247,4 @@ def build_function_check(constraint: Mapping[str, Any], prompt: str | None) -> C
         call_args[key] = value
     if name == "verify_letter_frequency" and len(call_args["letter"]) != 1:
         raise ValueError(f"{name}: letter must be a single character")
-    return lambda text: bool(fn(text, **call_args))
+    return lambda text: bool(fn(prepare(text), **call_args))

@@ -50,11 +50,13 @@ def parse_ground_truth(ground_truth: str | dict | list) -> list[dict]:
     return constraints
 
 
-def build_checks(ground_truth: str | dict | list, prompt: str | None = None) -> list[Check]:
+def build_checks(
+    ground_truth: str | dict | list, prompt: str | None = None, profile: str = "default"
+) -> list[Check]:
     checks: list[Check] = []
     for constraint in parse_ground_truth(ground_truth):
         if "func_name" in constraint:
-            checks.append(build_function_check(constraint, prompt))
+            checks.append(build_function_check(constraint, prompt, profile))
             continue
         ids = constraint.get("instruction_id_list", constraint.get("instruction_id"))
         if isinstance(ids, str):
@@ -113,22 +115,29 @@ _MAX_CACHED_TRUTH_CHARS = 10_000
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_checks(ground_truth: str, prompt: str | None) -> list[Check]:
-    return build_checks(ground_truth, prompt)
+def _cached_checks(ground_truth: str, prompt: str | None, profile: str) -> list[Check]:
+    return build_checks(ground_truth, prompt, profile)
 
 
 def score_ifeval(
-    response: str, ground_truth: str | dict | list, *, loose: bool = False, prompt: str | None = None
+    response: str,
+    ground_truth: str | dict | list,
+    *,
+    loose: bool = False,
+    prompt: str | None = None,
+    profile: str = "default",
 ) -> float:
     # Rows share ground truths (the samples of one prompt, the constraints of a data set), and checks
     # hold no state, so the parsed checks of recent ground truths are reused.
     if isinstance(ground_truth, str) and len(ground_truth) <= _MAX_CACHED_TRUTH_CHARS:
-        checks = _cached_checks(ground_truth, prompt)
+        checks = _cached_checks(ground_truth, prompt, profile)
     else:
-        checks = build_checks(ground_truth, prompt)
+        checks = build_checks(ground_truth, prompt, profile)
     return sum(follows(check, response, loose=loose) for check in checks) / len(checks)
 
 
 @register("ifeval")
 def _verify_ifeval_row(response: str, ground_truth: str, options: VerifyOptions) -> float:
-    return score_ifeval(response, ground_truth, loose=options.loose, prompt=options.prompt)
+    return score_ifeval(
+        response, ground_truth, loose=options.loose, prompt=options.prompt, profile=options.profile
+    )

@@ -11,7 +11,6 @@ checks it against langdetect itself.
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 import re
@@ -230,10 +229,8 @@ def _language(profiles: _Profiles, rows: list[int]) -> str:
     return ranked[0].lang if ranked else Detector.UNKNOWN_LANG
 
 
-@functools.lru_cache(maxsize=64)
 def detect_language(text: str) -> str | None:
-    """ISO 639-1 code of `text` as langdetect (seed 0) detects it, or None when it finds no features.
-    Cached for the last few texts: one response is often checked by several language constraints."""
+    """ISO 639-1 code of `text` as langdetect (seed 0) detects it, or None when it finds no features."""
     global _profiles
     with _lock:
         if _profiles is None:

@@ -8,6 +8,7 @@ string comparison.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from tulu_cli.rewards.spans import first_dollar_pair, unwrap_lazy_spans, widest_span
 
@@ -200,12 +201,19 @@ def hendrycks_equal(first: str, second: str) -> bool:
         return first == second
 
 
-def candidate_answers(response: str) -> list[str]:
-    """Answers to try, in the order of the recipe; later extractions are fallbacks for earlier ones."""
+def candidate_answers(
+    response: str, *, boxed: Callable[[str], str | None] = last_boxed_content, normalize_boxed: bool = True
+) -> list[str]:
+    """Answers to try, in the order of the recipe; later extractions are fallbacks for earlier ones.
+
+    The boxed answer is also tried Minerva-normalised (`\\text{12}`, `1,000`, `5\\text{ cm}` match), which
+    the release did not do (see release_profile.py)."""
     candidates = []
-    boxed = last_boxed_content(response)
-    if boxed is not None:
-        candidates.append(boxed)
+    boxed_answer = boxed(response)
+    if boxed_answer is not None:
+        candidates.append(boxed_answer)
+        if normalize_boxed and (normalized := minerva_normalize(boxed_answer)) != boxed_answer:
+            candidates.append(normalized)
     minerva = minerva_answer(response)
     if minerva != INVALID_ANSWER:
         candidates.append(minerva_normalize(minerva))

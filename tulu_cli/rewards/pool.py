@@ -138,27 +138,27 @@ class VerifierPool:
             worker.kill()
         self._procs = []
 
-    def run_rows(self, tasks: Iterable[Task | VerifyResult], *, loose: bool, timeout_s: float
-                 ) -> Iterator[VerifyResult]:  # fmt: skip
+    def run_rows(self, tasks: Iterable[Task | VerifyResult], *, loose: bool, timeout_s: float,
+                 profile: str = "default") -> Iterator[VerifyResult]:  # fmt: skip
         """Results of `registry.row_task` outputs, in order (a VerifyResult passes straight through)."""
         items = (
             Ready([task.score, task.error, task.timed_out]) if isinstance(task, VerifyResult) else task
             for task in tasks
         )
         for payload in self.run(
-            "row", items, loose=loose, timeout_s=timeout_s,
+            "row", items, loose=loose, timeout_s=timeout_s, profile=profile,
             failed=lambda item, result: [result.score, result.error, result.timed_out],
         ):  # fmt: skip
             yield VerifyResult(*payload)
 
-    def run(self, kind: str, items: Iterable[Any], *, loose: bool, timeout_s: float, failed: Failed
-            ) -> Iterator[Payload]:  # fmt: skip
+    def run(self, kind: str, items: Iterable[Any], *, loose: bool, timeout_s: float, failed: Failed,
+            profile: str = "default") -> Iterator[Payload]:  # fmt: skip
         """Payloads of `items` in order; `failed(item, result)` makes the payload of a row that hung or
         whose worker died. Reads ahead a bounded number of items, so memory does not grow with rows."""
         with self._lock:
             if self._pid != os.getpid():
                 raise RuntimeError("a VerifierPool cannot be used from a forked child process")
-            run = _Run(self, kind, loose, float(timeout_s), failed)
+            run = _Run(self, kind, loose, float(timeout_s), failed, profile)
             try:
                 yield from run.results(iter(items))
             finally:
@@ -178,8 +178,10 @@ class VerifierPool:
 class _Run:
     """The bookkeeping of one `VerifierPool.run` call."""
 
-    def __init__(self, pool: VerifierPool, kind: str, loose: bool, timeout_s: float, failed: Failed):
+    def __init__(self, pool: VerifierPool, kind: str, loose: bool, timeout_s: float, failed: Failed,
+                 profile: str):  # fmt: skip
         self.pool, self.kind, self.loose, self.timeout_s, self.failed = pool, kind, loose, timeout_s, failed
+        self.profile = profile
         self.queued: deque[_Job] = deque()
         self.done: dict[int, Payload] = {}
         self.plugins = plugin_modules()
@@ -221,7 +223,8 @@ class _Run:
                     chars += len(job.encoded)
                 jobs[-1].last = True
                 header = json.dumps(
-                    {"kind": self.kind, "loose": self.loose, "timeout_s": self.timeout_s, "plugins": self.plugins}
+                    {"kind": self.kind, "loose": self.loose, "timeout_s": self.timeout_s, "profile": self.profile,
+                     "plugins": self.plugins}
                 )
                 worker.send(f'{header[:-1]}, "items": [{",".join(job.encoded for job in jobs)}]}}'.encode())
                 worker.pending.extend(jobs)

@@ -2,7 +2,7 @@
 READ_FD WRITE_FD PARENT_PID`.
 
 Messages are JSON over `multiprocessing.connection` framing. In: a setup `{"path": [...]}`, then chunks
-`{"kind": "row"|"line", "loose": bool, "timeout_s": float, "plugins": [...], "items": [...]}`. Out:
+`{"kind": "row"|"line", "loose": bool, "timeout_s": float, "profile": str, "plugins": [...], "items": [...]}`. Out:
 `["ready"]`; `["start", t]` when a chunk starts; `[t, *payload]` after each item (t: time.monotonic()
 when it finished, a clock shared by all processes of the machine); `["pause"]` / `["resume", t]` around
 a verifier's one-time start-up (registry.warming_up), which is not charged to the row.
@@ -32,15 +32,15 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _score(kind: str, item: list, loose: bool, timeout_s: float) -> list:
+def _score(kind: str, item: list, loose: bool, timeout_s: float, profile: str) -> list:
     if kind == "row":
         from tulu_cli.rewards.registry import score_task
 
-        result = score_task(item, loose=loose, timeout_s=timeout_s)
+        result = score_task(item, loose=loose, timeout_s=timeout_s, profile=profile)
         return [result.score, result.error, result.timed_out]
     from tulu_cli.rewards.verify_file import score_line
 
-    return score_line(item[0], item[1], loose=loose, timeout_s=timeout_s)
+    return score_line(item[0], item[1], loose=loose, timeout_s=timeout_s, profile=profile)
 
 
 def main() -> None:
@@ -71,7 +71,7 @@ def main() -> None:
                 print(f"verifier worker: cannot import {module}: {exc}", file=sys.stderr, flush=True)
         send(["start", time.monotonic()])
         for item in chunk["items"]:
-            payload = _score(chunk["kind"], item, chunk["loose"], chunk["timeout_s"])
+            payload = _score(chunk["kind"], item, chunk["loose"], chunk["timeout_s"], chunk["profile"])
             send([time.monotonic(), *payload])
 
 

@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 DEFAULT_TIMEOUT_S = 5.0
+# "default": the verifiers as fixed where the Tulu 3 release code was wrong; "tulu3_release": the release's
+# own behaviour, function by function (release_profile.py), for exact reproductions.
+PROFILES = ("default", "tulu3_release")
 
 
 class VerifyTimeout(Exception):
@@ -26,6 +29,7 @@ class VerifyOptions:
     prompt: str | None = None
     # Wall-clock budget of the whole verification of one response.
     timeout_s: float = DEFAULT_TIMEOUT_S
+    profile: str = "default"
 
 
 Verifier = Callable[[str, str, VerifyOptions], float]
@@ -95,6 +99,12 @@ def get_verifier(dataset: str) -> Verifier:
         ) from None
 
 
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown verifier profile {profile!r}; known: {', '.join(PROFILES)}")
+    return profile
+
+
 def verify(
     dataset: str,
     response: str,
@@ -103,22 +113,24 @@ def verify(
     loose: bool = False,
     prompt: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    profile: str = "default",
 ) -> float:
-    """Score one response in this process (0 when a cooperative verifier runs out of time).
+    """Score one response; 0 when the verifier runs past `timeout_s`, however it hangs (the row runs in
+    the shared verifier pool, like every batch).
 
-    Raises KeyError for an unknown dataset, ValueError for a bad ground truth. Only `verify_batch`
-    enforces the time limit on every verifier.
+    Raises KeyError for an unknown dataset, ValueError for a bad ground truth or any other failure of the
+    row (the verifier's error message).
     """
-    verifier = get_verifier(dataset)
+    get_verifier(dataset)
     if not isinstance(response, str):
         raise ValueError(f"response must be a string, got {type(response).__name__}")
-    try:
-        score = float(
-            verifier(response, ground_truth, VerifyOptions(loose=loose, prompt=prompt, timeout_s=timeout_s))
-        )
-    except VerifyTimeout:
-        return 0.0
-    return min(1.0, max(0.0, score))
+    row = {"dataset": dataset, "response": response, "ground_truth": ground_truth}
+    if prompt is not None:
+        row["messages"] = [{"role": "user", "content": prompt}]
+    result = verify_batch([row], loose=loose, timeout_s=timeout_s, profile=profile)[0]
+    if result.error is not None and not result.timed_out:
+        raise ValueError(result.error)
+    return result.score
 
 
 @dataclass(frozen=True)
@@ -172,14 +184,14 @@ def row_task(row: object) -> Task | VerifyResult:
     return [row["dataset"], row["response"], row["ground_truth"], prompt_from_messages(row.get("messages"))]
 
 
-def score_task(task: Task, *, loose: bool, timeout_s: float) -> VerifyResult:
+def score_task(task: Task, *, loose: bool, timeout_s: float, profile: str = "default") -> VerifyResult:
     """Run the verifier of one task; every failure of the row becomes `error` with score 0."""
     dataset, response, ground_truth, prompt = task
     try:
         verifier = get_verifier(dataset)
     except KeyError as exc:
         return VerifyResult(0.0, f"field 'dataset': {exc.args[0]}")
-    options = VerifyOptions(loose=loose, prompt=prompt, timeout_s=timeout_s)
+    options = VerifyOptions(loose=loose, prompt=prompt, timeout_s=timeout_s, profile=profile)
     try:
         score = float(verifier(response, ground_truth, options))
     except VerifyTimeout:
@@ -193,12 +205,15 @@ def score_task(task: Task, *, loose: bool, timeout_s: float) -> VerifyResult:
     return VerifyResult(min(1.0, max(0.0, score)), None)
 
 
-def verify_row(row: object, *, loose: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S) -> VerifyResult:
-    """Score one row in this process; every problem with the row becomes `error` and score 0."""
+def verify_row(
+    row: object, *, loose: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S, profile: str = "default"
+) -> VerifyResult:
+    """Score one row in this process, with no hard time limit (a pool worker runs this; other callers
+    use `verify_batch`); every problem with the row becomes `error` and score 0."""
     task = row_task(row)
     if isinstance(task, VerifyResult):
         return task
-    return score_task(task, loose=loose, timeout_s=timeout_s)
+    return score_task(task, loose=loose, timeout_s=timeout_s, profile=profile)
 
 
 def verify_batch(
@@ -207,6 +222,7 @@ def verify_batch(
     loose: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
+    profile: str = "default",
 ) -> list[VerifyResult]:
     """Score `rows` in order in `workers` worker processes (default 1), each row within `timeout_s`.
 
@@ -214,5 +230,6 @@ def verify_batch(
     """
     from tulu_cli.rewards.pool import shared_pool
 
+    check_profile(profile)
     tasks = (row_task(row) for row in rows)
-    return list(shared_pool(workers or 1).run_rows(tasks, loose=loose, timeout_s=timeout_s))
+    return list(shared_pool(workers or 1).run_rows(tasks, loose=loose, timeout_s=timeout_s, profile=profile))

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from tulu_cli.io import atomic_open
 from tulu_cli.rewards.pool import Ready, VerifierPool
-from tulu_cli.rewards.registry import DEFAULT_TIMEOUT_S, VerifyResult, verify_row
+from tulu_cli.rewards.registry import DEFAULT_TIMEOUT_S, PROFILES, VerifyResult, verify_row
 
 NO_DATASET = "(none)"
 PROGRESS_EVERY_S = 5.0
@@ -59,12 +59,12 @@ def _payload(number: int, text: str, row: Any, result: VerifyResult) -> list:
     return [dataset if isinstance(dataset, str) else NO_DATASET, result.score, error, result.timed_out, line]
 
 
-def score_line(number: int, text: str, *, loose: bool, timeout_s: float) -> list:
+def score_line(number: int, text: str, *, loose: bool, timeout_s: float, profile: str = "default") -> list:
     """The payload of one input line, scored in this process (a pool worker runs this)."""
     row, error = _parse(text)
     if error is not None:
         return _payload(number, text, None, VerifyResult(0.0, error))
-    return _payload(number, text, row, verify_row(row, loose=loose, timeout_s=timeout_s))
+    return _payload(number, text, row, verify_row(row, loose=loose, timeout_s=timeout_s, profile=profile))
 
 
 def failed_line(item: list, result: VerifyResult) -> list:
@@ -136,6 +136,7 @@ def verify_command(
     loose: bool,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
+    profile: str = "default",
 ) -> int:
     """Score INPUT (JSONL) into OUT; returns the exit code (bad rows are reported on the row, not fatal)."""
     from rich.console import Console
@@ -145,6 +146,9 @@ def verify_command(
     console = Console()
     if timeout_s <= 0:
         console.print(f"[red]--timeout must be positive, got {timeout_s:g}[/red]")
+        return 2
+    if profile not in PROFILES:
+        console.print(f"[red]--profile must be one of {', '.join(PROFILES)}, got {profile!r}[/red]")
         return 2
     try:
         expected = _count_lines(input)
@@ -164,7 +168,7 @@ def verify_command(
     task = progress.add_task("verify", total=expected, rate="")
     with handle, progress, VerifierPool(workers) as pool, atomic_open(out) as sink:
         for dataset, score, error, timed_out, line in pool.run(
-            "line", _lines(handle), loose=loose, timeout_s=timeout_s, failed=failed_line
+            "line", _lines(handle), loose=loose, timeout_s=timeout_s, failed=failed_line, profile=profile
         ):
             sink.write(line + "\n")
             tally.add(dataset, score, error, timed_out)

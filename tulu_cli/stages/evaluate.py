@@ -130,7 +130,8 @@ def _run(spec: TaskSpec, model: EvalModel, resolved: dict) -> tuple[dict, int, l
         from tulu_cli.eval.generative import run_generative
 
         generation = SamplingConfig.from_config(resolved["generation"])
-        metrics, predictions = run_generative(spec, items, model.backend(), model.tokenizer, generation)
+        profile = str((resolved.get("verifier") or {}).get("profile", "default"))
+        metrics, predictions = run_generative(spec, items, model.backend(), model.tokenizer, generation, profile)
     else:
         from tulu_cli.eval.multiple_choice import run_multiple_choice
 

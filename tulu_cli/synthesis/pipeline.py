@@ -275,23 +275,24 @@ def add_responses(
                 dataset=verifier,
                 agreement=result.agreement,
             )
-        if cfg.get("verify") and row.get("ground_truth") is not None:
-            from tulu_cli.rewards.registry import verify_row
-
-            verdict = verify_row({**row, "response": row["response"]})
-            if verdict.score < 1.0:
-                _reject(
-                    rejects,
-                    counts,
-                    "verify",
-                    row["id"],
-                    "not_verified",
-                    verdict.error or f"score {verdict.score}",
-                    row["response"],
-                )
-                continue
         out.append(row)
-    return out
+    if not cfg.get("verify"):
+        return out
+    # Scored in the verifier pool: a response past the per-row time limit is rejected, never waited on.
+    from tulu_cli.rewards.registry import verify_batch
+
+    checked = [row for row in out if row.get("ground_truth") is not None]
+    verdicts = iter(verify_batch(checked))
+    kept = []
+    for row in out:
+        if row.get("ground_truth") is not None:
+            verdict = next(verdicts)
+            if verdict.score < 1.0:
+                reason = verdict.error or f"score {verdict.score}"
+                _reject(rejects, counts, "verify", row["id"], "not_verified", reason, row["response"])
+                continue
+        kept.append(row)
+    return kept
 
 
 def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:

@@ -153,6 +153,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             algo.non_stop_penalty,
             float(rollout.verify_timeout_s),
             int(rollout.verify_workers),
+            str((cfg.get("verifier") or {}).get("profile", "default")),
         )
         experience = make_experience(
             model,

@@ -24,6 +24,7 @@ def score_rollouts(
     non_stop_penalty: float | None,
     timeout_s: float,
     workers: int = 1,
+    profile: str = "default",
 ) -> Scores:
     rows = [
         {
@@ -36,7 +37,7 @@ def score_rollouts(
     ]
     # Each row's whole verification runs within `timeout_s` in the verifier pool's worker processes, so
     # one adversarial response can neither stall nor crash the rollout loop.
-    results = verify_batch(rows, timeout_s=timeout_s, workers=workers)
+    results = verify_batch(rows, timeout_s=timeout_s, workers=workers, profile=profile)
     verified = [result.score for result in results]
     rewards = [
         sequence_reward(score, r.finished, verifier_reward, non_stop_penalty)
