@@ -49,9 +49,9 @@ class _Profiles:
         with warming_up():  # loading the profiles takes seconds, once per process
             factory = DetectorFactory()
             factory.load_profile(PROFILES_DIRECTORY)
+            self.row_of = {gram: row for row, gram in enumerate(factory.word_lang_prob_map)}
+            self.table = np.array(list(factory.word_lang_prob_map.values()), dtype=np.float64)
         self.langs: list[str] = list(factory.langlist)
-        self.row_of = {gram: row for row, gram in enumerate(factory.word_lang_prob_map)}
-        self.table = np.array(list(factory.word_lang_prob_map.values()), dtype=np.float64)
         self.chars = _NormalizedChars()
         self.words: dict[str, list[int]] = {}
 
