@@ -8,7 +8,7 @@ import re
 from typer.testing import CliRunner
 
 from tulu_cli.cli import app
-from tulu_cli.rewards import register, verify_file
+from tulu_cli.rewards import register
 from tulu_cli.rewards.registry import VerifyOptions
 from tulu_cli.rewards.verify_file import default_output_path
 
@@ -77,7 +77,7 @@ def test_missing_input_file_is_an_error(tmp_path):
 
 
 def test_a_hostile_file_gets_every_row_written_within_the_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(verify_file, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setenv("TULU_PROGRESS_EVERY_S", "0")
     good = json.dumps({"dataset": "gsm8k", "ground_truth": "4", "response": "so 4"}).encode()
     lines = [
         b"\xef\xbb\xbf" + good,  # a byte order mark before the first row

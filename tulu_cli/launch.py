@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tulu_cli.progress import PROGRESS_ENV, StageProgress, stage_mode
+
 LAUNCHER_KINDS = ("python", "torchrun", "accelerate")
 
 
@@ -66,6 +68,11 @@ def write_launcher_files(launcher: Mapping[str, Any], run_dir: Path) -> None:
 def launch_env(launcher: Mapping[str, Any]) -> dict[str, str]:
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in (launcher.get("env") or {}).items()})
+    # The stage shows its progress as this process would (in a terminal: as events `tulu` draws as bars);
+    # the libraries' own bars would reach a log through the pipe as one run-on line each.
+    env[PROGRESS_ENV] = stage_mode()
+    for name in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        env.setdefault(name, "1")
     # The stage imports this package; make sure the child finds it even from another directory.
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
@@ -101,6 +108,7 @@ def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> Stage
     env = {**env, PARENT_PID_ENV: str(os.getpid())}
     received: list[int] = []
     timers: list[threading.Timer] = []
+    shown = StageProgress()
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, process_group=0,
@@ -127,12 +135,14 @@ def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> Stage
         previous = {signum: signal.signal(signum, forward) for signum in handled}
         try:
             for line in process.stdout:
-                sys.stdout.buffer.write(line)
-                sys.stdout.flush()
+                if shown.feed(line):
+                    continue
+                shown.echo(line)
                 log.write(line)
                 log.flush()  # a user (or a watchdog) following stage.log sees each line as it comes
             code = process.wait()
         finally:
+            shown.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             if process.poll() is None:

@@ -1,28 +1,11 @@
-"""Console output of the data stages: progress bars for long reads and rich summary tables."""
+"""Console output of the data stages: rich summary tables (progress bars: `tulu_cli.progress`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 console = Console()
-
-
-@contextmanager
-def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """Yield `new_bar(description, total) -> advance(n)`; the bars close when the block ends."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-
-        def new_bar(description: str, total: int) -> Callable[[int], None]:
-            task = progress.add_task(description, total=total)
-            return lambda n: progress.advance(task, n)
-
-        yield new_bar
 
 
 def _reasons(rejected: dict[str, int]) -> str:

@@ -23,7 +23,11 @@ from typing import Any
 from tulu_cli.data.sources import Loaded, Reject, is_local, load_source, row_dict
 from tulu_cli.data.token_cache import cache_key, cache_root, load_entry, local_source_identity
 from tulu_cli.data.validate import RowError
+from tulu_cli.progress import progress
 
+# Rows tokenised per `map` call: at least this many, and at most TOKENISE_MAX_CHUNKS calls per source.
+TOKENISE_CHUNK_ROWS = 20_000
+TOKENISE_MAX_CHUNKS = 50
 NO_ERROR = {"error_field": "", "error_reason": "", "error_detail": ""}
 
 
@@ -127,11 +131,8 @@ def _build_entry(entry: Path, loaded: Loaded, encode: Callable[..., dict], fn_kw
         work = tmp / "work"
         work.mkdir()
         status = {"truncated": datasets.Value("bool"), **{name: datasets.Value("string") for name in NO_ERROR}}
-        # An explicit cache file keeps the encoded rows on disk even when the source is in memory.
-        encoded = dataset.map(encode, fn_kwargs=fn_kwargs, num_proc=data_cfg.get("num_proc") or None,
-                              remove_columns=dataset.column_names, features=datasets.Features({**features, **status}),
-                              cache_file_name=str(work / "encoded.arrow"), new_fingerprint=entry.name,
-                              desc="tokenising")
+        encoded = _encode_in_chunks(dataset, encode, fn_kwargs, datasets.Features({**features, **status}), work,
+                                    entry.name, data_cfg.get("num_proc") or None)
         reasons = encoded.data.column("error_reason")
         usable = pc.equal(reasons, "").to_numpy(zero_copy_only=False)
         rejected: Counter = Counter()
@@ -148,6 +149,27 @@ def _build_entry(entry: Path, loaded: Loaded, encode: Callable[..., dict], fn_kw
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         del encoded, kept
         shutil.rmtree(work)
+
+
+def _encode_in_chunks(dataset: Any, encode: Callable[..., dict], fn_kwargs: dict, features: Any, work: Path,
+                      fingerprint: str, num_proc: int | None) -> Any:
+    """`dataset.map(encode)` a chunk of rows at a time (each chunk's own processes), so progress shows
+    between chunks; the chunks are memory-mapped Arrow files in `work`, read back as one dataset."""
+    import datasets
+
+    rows = len(dataset)
+    chunk_rows = max(TOKENISE_CHUNK_ROWS, -(-rows // TOKENISE_MAX_CHUNKS))
+    chunks = []
+    with progress("tokenising", rows) as bar:
+        for index, start in enumerate(range(0, max(rows, 1), chunk_rows)):
+            chunk = dataset.select(range(start, min(start + chunk_rows, rows)))
+            # An explicit cache file keeps the encoded rows on disk even when the source is in memory.
+            chunks.append(chunk.map(encode, fn_kwargs=fn_kwargs, num_proc=num_proc,
+                                    remove_columns=dataset.column_names, features=features,
+                                    cache_file_name=str(work / f"encoded-{index:05d}.arrow"),
+                                    new_fingerprint=f"{fingerprint}-{index}"))
+            bar.advance(len(chunk))
+    return chunks[0] if len(chunks) == 1 else datasets.concatenate_datasets(chunks)
 
 
 def _rejects(loaded: Loaded, encoded: Any, bad: Any) -> Iterator[Reject]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_token_ids
+from tulu_cli.progress import Bar
 
 
 class HFBackend:
@@ -45,6 +46,7 @@ class HFBackend:
         eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
         device = next(model.parameters()).device
         results: list[list[Completion]] = []
+        bar = Bar("generating", len(prompts), unit="prompts")
         try:
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start:start + self.batch_size]
@@ -67,7 +69,9 @@ class HFBackend:
                 for prompt_index in range(len(chunk)):
                     rows = new_tokens[prompt_index * sampling.n:(prompt_index + 1) * sampling.n]
                     results.append([self._completion(tokens, eos, pad) for tokens in rows])
+                bar.advance(len(chunk))
         finally:
+            bar.close()
             model.train(was_training)
         return results
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from tulu_cli.curate.dataset_dir import write_dataset, write_rows_jsonl
-from tulu_cli.curate.display import console, progress_bars
+from tulu_cli.curate.display import console
 from tulu_cli.curate.schemas import ARROW_SCHEMAS
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
@@ -26,6 +26,7 @@ from tulu_cli.preferences.judges import JUDGE_KINDS, JudgeItem, LLMJudge, Verifi
 from tulu_cli.preferences.models import ChatRequest, build_chat_model, complete_shard
 from tulu_cli.preferences.prompts import Prompt, load_prompts
 from tulu_cli.preferences.store import ShardStore, derived_seed, fingerprint
+from tulu_cli.progress import progress_bars
 
 PAIR_SCHEMA = ARROW_SCHEMAS["preference"].append(pa.field("chosen_model", pa.string())) \
     .append(pa.field("rejected_model", pa.string())).append(pa.field("chosen_rating", pa.float64())) \

@@ -21,7 +21,6 @@ from tulu_cli.rewards.pool import Ready, VerifierPool
 from tulu_cli.rewards.registry import DEFAULT_TIMEOUT_S, PROFILES, VerifyResult, verify_row
 
 NO_DATASET = "(none)"
-PROGRESS_EVERY_S = 5.0
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -140,7 +139,8 @@ def verify_command(
 ) -> int:
     """Score INPUT (JSONL) into OUT; returns the exit code (bad rows are reported on the row, not fatal)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tulu_cli.progress import progress
 
     input = Path(input)
     console = Console()
@@ -160,28 +160,13 @@ def verify_command(
     workers = workers or default_workers()
     tally = _Tally()
     started = time.monotonic()
-    next_bar, next_line = started, started + PROGRESS_EVERY_S
-    progress = Progress(
-        TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), console=console, disable=not console.is_terminal,
-    )  # fmt: skip
-    task = progress.add_task("verify", total=expected, rate="")
-    with handle, progress, VerifierPool(workers) as pool, atomic_open(out) as sink:
+    with handle, progress("verify", expected) as bar, VerifierPool(workers) as pool, atomic_open(out) as sink:
         for dataset, score, error, timed_out, line in pool.run(
             "line", _lines(handle), loose=loose, timeout_s=timeout_s, failed=failed_line, profile=profile
         ):
             sink.write(line + "\n")
             tally.add(dataset, score, error, timed_out)
-            now = time.monotonic()
-            if now >= next_bar:
-                rate = f"{tally.rows / max(now - started, 1e-9):,.0f} rows/s"
-                progress.update(task, completed=tally.rows, rate=rate)
-                next_bar = now + 0.2
-                if not console.is_terminal and now >= next_line:
-                    # No live bar outside a terminal: a line now and then shows it is moving.
-                    console.print(f"verify: {tally.rows}/{expected} rows, {rate}")
-                    next_line = now + PROGRESS_EVERY_S
-        progress.update(task, completed=tally.rows)
+            bar.advance(1)
     elapsed = time.monotonic() - started
     console.print(_summary_table(tally))
     console.print(

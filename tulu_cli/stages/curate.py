@@ -19,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from tulu_cli.curate.build import build_mix
 from tulu_cli.curate.dataset_dir import write_dataset
-from tulu_cli.curate.display import console, curate_table, progress_bars
+from tulu_cli.curate.display import console, curate_table
 from tulu_cli.curate.mixing import MixError
 from tulu_cli.data.sources import SourceError
 from tulu_cli.entry import StageError, entrypoint
 from tulu_cli.io import atomic_write_json
+from tulu_cli.progress import progress_bars
 
 
 def main(cfg: DictConfig, run_dir: Path) -> None:

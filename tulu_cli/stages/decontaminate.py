@@ -18,7 +18,7 @@ from datasets import disable_progress_bars
 from omegaconf import DictConfig, OmegaConf
 
 from tulu_cli.curate.dataset_dir import read_manifest, write_dataset, write_rows_jsonl
-from tulu_cli.curate.display import console, decontaminate_table, progress_bars
+from tulu_cli.curate.display import console, decontaminate_table
 from tulu_cli.curate.eval_suite import EvalSet, eval_set_specs, load_eval_set
 from tulu_cli.curate.schemas import conversation
 from tulu_cli.data.sources import Loaded, SourceError, is_local, load_source, row_dict
@@ -28,6 +28,7 @@ from tulu_cli.decontam.index import SCORES
 from tulu_cli.decontam.match import check_settings
 from tulu_cli.entry import StageError, entrypoint
 from tulu_cli.io import atomic_write_json
+from tulu_cli.progress import progress_bars
 
 
 @dataclass

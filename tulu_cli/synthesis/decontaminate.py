@@ -4,10 +4,10 @@ the same eval-set config (`evals` files and named `eval_sets`, e.g. the tulu3_de
 
 from __future__ import annotations
 
-from tulu_cli.curate.display import progress_bars
 from tulu_cli.decontam import TrainRow, find_contamination, user_turns
 from tulu_cli.decontam.index import SCORES
 from tulu_cli.errors import StageError
+from tulu_cli.progress import progress_bars
 from tulu_cli.stages.decontaminate import load_eval_sets
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tulu_cli.curate.display import progress_bars
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
 from tulu_cli.preferences.models import ChatRequest, complete_shard
 from tulu_cli.preferences.store import ShardStore, derived_seed
+from tulu_cli.progress import progress_bars
 from tulu_cli.synthesis.personas import Persona
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from tulu_cli.curate.dataset_dir import write_dataset, write_rows_jsonl
-from tulu_cli.curate.display import console, progress_bars
+from tulu_cli.curate.display import console
 from tulu_cli.curate.schemas import ARROW_SCHEMAS
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
@@ -29,6 +29,7 @@ from tulu_cli.io import atomic_write_json
 from tulu_cli.preferences.models import ChatRequest, build_chat_model
 from tulu_cli.preferences.prompts import Prompt, load_prompts
 from tulu_cli.preferences.store import ShardStore, derived_seed, fingerprint
+from tulu_cli.progress import progress_bars
 from tulu_cli.synthesis.augment import AugmentConfig, augment
 from tulu_cli.synthesis.generate import PromptTemplate, answer_in_shards
 from tulu_cli.synthesis.near_dup import NearDupConfig, near_duplicates

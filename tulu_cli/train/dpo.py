@@ -20,6 +20,7 @@ from tulu_cli.data.preference_data import LOSS_TOKENS, prepare_preferences, sequ
 from tulu_cli.entry import StageError, entrypoint
 from tulu_cli.io import atomic_write_json
 from tulu_cli.modeling import load_tokenizer
+from tulu_cli.progress import track
 from tulu_cli.publish.release import release_final
 from tulu_cli.train.batching import read_rows
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
@@ -64,7 +65,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     window = Window()
     grad_norm = None
     train_started, eval_seconds = time.time(), 0.0
-    for step in range(start_step, plan.total_steps):
+    for step in track(range(start_step, plan.total_steps), "dpo", plan.total_steps, completed=start_step):
         for rows in plan.micro_batches(step, accelerator.process_index):
             batch = read_rows(pairs, rows)
             with accelerator.accumulate(model):

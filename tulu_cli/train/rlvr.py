@@ -25,6 +25,7 @@ from tulu_cli.entry import entrypoint
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
 from tulu_cli.modeling import load_model, load_tokenizer
+from tulu_cli.progress import track
 from tulu_cli.publish.release import release_final
 from tulu_cli.tracking import accelerator_options
 from tulu_cli.train.batching import BatchPlan
@@ -132,7 +133,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     # --- loop: rollout -> score -> update ---
     model.train()
     generator = torch.Generator()
-    for step in range(start_step, plan.total_steps):
+    steps = range(start_step, plan.total_steps)
+    for step in track(steps, f"rlvr ({algorithm})", plan.total_steps, completed=start_step):
         started = time.time()
         generator.manual_seed(cfg.seed * 100_003 + step)
         rows_per_rank = [

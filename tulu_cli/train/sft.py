@@ -18,6 +18,7 @@ from tulu_cli.data.encoded import record_data_report
 from tulu_cli.data.sft_data import prepare_sft
 from tulu_cli.entry import StageError, entrypoint
 from tulu_cli.modeling import load_tokenizer
+from tulu_cli.progress import track
 from tulu_cli.publish.release import release_final
 from tulu_cli.train.batching import collate, count_trainable, read_rows
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
@@ -61,7 +62,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     window_loss = window_tokens = 0.0
     grad_norm = None
     window_start = time.time()
-    for step in range(start_step, plan.total_steps):
+    for step in track(range(start_step, plan.total_steps), "sft", plan.total_steps, completed=start_step):
         micro_batches = [read_rows(dataset, rows) for rows in plan.micro_batches(step, accelerator.process_index)]
         local_tokens = sum(count_trainable(batch) for batch in micro_batches)
         global_tokens = all_reduce_sum(accelerator, local_tokens)
