@@ -93,6 +93,7 @@ class Bar:
         self.mode = mode or progress_mode()
         self.started = self.last_line = self.last_event = time.monotonic()
         self.lines, self.printed = 0, None
+        self.every_s = line_every_s()
         self.closed = False
         self.id = f"{os.getpid()}-{next(_bar_ids)}"
         self.task = _live.add(self) if self.mode == "bar" else None
@@ -106,7 +107,7 @@ class Bar:
         if self.mode == "bar" and (now - self.last_event >= REDRAW_EVERY_S or completed == self.total):
             _live.refresh(self)
             self.last_event = now
-        elif self.mode == "lines" and now - self.last_line >= line_every_s():
+        elif self.mode == "lines" and now - self.last_line >= self.every_s:
             self._print_line(now)
         elif self.mode == "events" and now - self.last_event >= EVENT_EVERY_S:
             self._send_event(now)
