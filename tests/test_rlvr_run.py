@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 from tests.conftest import run_tulu
 from tulu_cli.runlog import read_metrics
 
+# Seconds of each phase of a rollout batch, in the order they run.
+PHASES = ("generation_s", "scoring_s", "experience_s", "update_s", "weight_sync_s")
 REQUIRED = (
     "step",
     "loss",
@@ -21,6 +23,7 @@ REQUIRED = (
     "clip_fraction",
     "generation_time_share",
     "training_time_share",
+    *PHASES,
 )
 # Small and fast: 4 prompts x 2 samples of at most 12 tokens per rollout batch.
 QUICK = [
@@ -56,6 +59,10 @@ def short_run(tmp_path, start_model, algorithm: str, extra_keys: tuple[str, ...]
         assert all(key in row for key in (*REQUIRED, *extra_keys)), sorted(row)
         assert any(key.startswith("verified_rate/") for key in row)
         assert 0.0 <= row["verified_rate"] <= 1.0
+        assert all(row[phase] >= 0 for phase in PHASES)
+        # The phases tile the batch: generation plus the rest is the whole.
+        assert row["training_s"] == pytest.approx(sum(row[phase] for phase in PHASES[1:]), rel=1e-6)
+        assert row["update_s"] > 0 and row["experience_s"] > 0
     assert (tmp_path / "checkpoints" / "step_00000002" / "trainer_state.json").exists()
     return metrics
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -35,6 +36,23 @@ def test_short_run_writes_a_complete_run_directory(tmp_path):
     assert model.config.model_type == "llama" and tokenizer.eos_token == "<|end_of_text|>"
     initial = load_file(str(tmp_path / "initial" / "model.safetensors"))
     assert any(not torch.equal(initial[k], v) for k, v in final_weights(tmp_path).items()), "initial/ is the untrained model"
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert timings["steps"] == 12 and timings["train_s"] > 0 and timings["checkpoint_s"] > 0
+    assert timings["input_tokens"] == planned_input_tokens(tmp_path, tokenizer)
+
+
+def planned_input_tokens(run_dir, tokenizer) -> int:
+    """Input tokens of every row the run's batch plan trains on (packed: no padding)."""
+    from tulu_cli.data.sft_data import prepare_sft
+    from tulu_cli.train.batching import BatchPlan
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    train = cfg["train"]
+    dataset, _ = prepare_sft(cfg["data"], train["max_seq_length"], tokenizer, run_dir / "replay")
+    plan = BatchPlan(len(dataset), train["effective_batch_size"], train["per_device_batch_size"], 1, train["epochs"],
+                     cfg["seed"], train["max_steps"])
+    rows = [row for step in range(plan.total_steps) for batch in plan.micro_batches(step, 0) for row in batch]
+    return sum(len(ids) for ids in dataset.select(rows)["input_ids"])
 
 
 def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path):

@@ -42,7 +42,7 @@ from tulu_cli.train.rl.data import prepare_rlvr, prompt_rows
 from tulu_cli.train.rl.engine_check import check_engine_logprobs
 from tulu_cli.train.rl.experience import experience_stats, make_experience
 from tulu_cli.train.rl.kl import ESTIMATORS
-from tulu_cli.train.rl.metrics import step_metrics
+from tulu_cli.train.rl.metrics import PhaseTimes, step_metrics
 from tulu_cli.train.rl.models import PolicyAndValue, load_value_model
 from tulu_cli.train.rl.rewards import per_dataset_stats, score_rollouts
 from tulu_cli.train.rl.rollout import build_rollout_backend, rollouts_for_all_ranks, samples_on_every_rank
@@ -157,6 +157,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             int(rollout.verify_workers),
             str((cfg.get("verifier") or {}).get("profile", "default")),
         )
+        scored = time.time()
         experience = make_experience(
             model,
             reference,
@@ -171,6 +172,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             accelerator.device,
             float(rollout.temperature),
         )
+        experienced = time.time()
         totals = update_policy(
             accelerator,
             model,
@@ -185,6 +187,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             float(rollout.temperature),
             train_policy=step >= warmup,
         )
+        updated = time.time()
         if separate_engine:
             sync_rollout_weights(accelerator, backend, model)
             if step == start_step and check.get("prompts"):
@@ -208,8 +211,9 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
                     per_dataset_stats(rollouts, scores),
                     experience_stats(experience),
                     totals,
-                    generation_s=generated - started,
-                    total_s=finished - started,
+                    PhaseTimes(generation_s=generated - started, scoring_s=scored - generated,
+                               experience_s=experienced - scored, update_s=updated - experienced,
+                               weight_sync_s=finished - updated),
                     lr=scheduler.get_last_lr()[0],
                     episodes=done * plan.effective_batch_size * samples,
                 ),

@@ -17,6 +17,7 @@ from tulu_cli.config import assets_dir
 from tulu_cli.data.encoded import record_data_report
 from tulu_cli.data.sft_data import prepare_sft
 from tulu_cli.entry import StageError, entrypoint
+from tulu_cli.io import atomic_write_json
 from tulu_cli.modeling import load_tokenizer
 from tulu_cli.progress import track
 from tulu_cli.publish.release import release_final
@@ -61,10 +62,14 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     model.train()
     window_loss = window_tokens = 0.0
     grad_norm = None
-    window_start = time.time()
+    window_start = train_started = time.time()
+    checkpoint_seconds = 0.0
+    # Every input token the forward passes process (no padding when packed), for throughput figures.
+    input_tokens = 0
     for step in track(range(start_step, plan.total_steps), "sft", plan.total_steps, completed=start_step):
         micro_batches = [read_rows(dataset, rows) for rows in plan.micro_batches(step, accelerator.process_index)]
         local_tokens = sum(count_trainable(batch) for batch in micro_batches)
+        input_tokens += sum(len(row["input_ids"]) for batch in micro_batches for row in batch)
         global_tokens = all_reduce_sum(accelerator, local_tokens)
         step_loss_sum = 0.0
         for batch_rows in micro_batches:
@@ -90,10 +95,17 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             window_loss = window_tokens = 0.0
             window_start = time.time()
         if is_due(done, cfg.checkpoint.every_steps, plan.total_steps):
+            checkpoint_started = time.time()
             save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler)
+            checkpoint_seconds += time.time() - checkpoint_started
+    timings = {"train_s": round(time.time() - train_started - checkpoint_seconds, 3),
+               "checkpoint_s": round(checkpoint_seconds, 3), "steps": plan.total_steps - start_step,
+               "input_tokens": int(all_reduce_sum(accelerator, input_tokens))}
 
     # --- save ---
     save_final(accelerator, model, tokenizer, run_dir)
+    if accelerator.is_main_process:
+        atomic_write_json(run_dir / "timings.json", timings)
     accelerator.print(f"saved {run_dir / 'final'}")
     release_final(accelerator, cfg, run_dir)
     accelerator.end_training()

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 from tulu_cli.train.rl.rewards import Scores
 from tulu_cli.train.rl.rollout import Rollout
 from tulu_cli.train.runtime import all_reduce_sum
+
+
+@dataclass
+class PhaseTimes:
+    """Seconds of one rollout batch's phases on this rank, in the order they run."""
+
+    generation_s: float
+    scoring_s: float
+    experience_s: float  # log-probs of the policy and reference, values, advantages
+    update_s: float
+    weight_sync_s: float  # weights to a separate generation engine, its first check (~0 with the hf backend)
+
+    @property
+    def total_s(self) -> float:
+        return sum(asdict(self).values())
 
 
 def step_metrics(
@@ -14,8 +31,7 @@ def step_metrics(
     datasets: dict[str, tuple[float, float, int]],
     experience: dict[str, float],
     totals: dict[str, float],
-    generation_s: float,
-    total_s: float,
+    times: PhaseTimes,
     lr: float,
     episodes: int,
 ) -> dict:
@@ -59,9 +75,9 @@ def step_metrics(
     row["episodes"] = episodes
     row["verify_errors"] = total(scores.errors)
     row["verify_timeouts"] = total(scores.timeouts)
-    row["generation_s"] = generation_s
-    row["training_s"] = total_s - generation_s
-    row["generation_time_share"] = generation_s / max(total_s, 1e-9)
+    row.update(asdict(times))
+    row["training_s"] = times.total_s - times.generation_s
+    row["generation_time_share"] = times.generation_s / max(times.total_s, 1e-9)
     row["training_time_share"] = 1.0 - row["generation_time_share"]
     return row
 
