@@ -129,6 +129,10 @@ def embedding_rows(model) -> int:
 
 
 def attention_implementation(requested: str) -> str:
+    if requested == "sdpa_varlen":
+        from tulu_cli.varlen_attention import register
+
+        return register()
     if requested == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         warnings.warn("flash-attn is not installed; using sdpa attention", stacklevel=2)
         return "sdpa"

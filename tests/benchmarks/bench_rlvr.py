@@ -163,7 +163,7 @@ def run_child(kind: str, spec: dict) -> dict:
 
 def show(label: str, runs: list[dict]) -> dict[str, float]:
     medians = {key: statistics.median(run[key] for run in runs) for key in (*PHASES, "total_s", "response_length")}
-    print(f"  {label:>10}: " + "  ".join(f"{key[:-2]} {medians[key]:.2f}s" for key in (*PHASES, "total_s"))
+    print(f"  {label:>10}: " + "  ".join(f"{key[:-2]} {medians[key]:.3f}s" for key in (*PHASES, "total_s"))
           + f"  (response length {medians['response_length']:.0f})")
     return medians
 

@@ -2,8 +2,8 @@
 order, the same batch, sequence length, steps and model, for the tiny Llama and a ~100M-parameter one.
 
 Run with `make bench` or `pytest tests/benchmarks/bench_sft.py -m bench -s`. Size (env vars):
-- TULU_BENCH_SFT_STEPS     optimizer steps per run (default 30 tiny, a third of it, at least 4, for 100M)
-- TULU_BENCH_SFT_BATCH     rows per step, one micro-batch (default 16)
+- TULU_BENCH_SFT_STEPS, TULU_BENCH_SFT_BATCH            tiny model: steps per run, rows per step (30, 16)
+- TULU_BENCH_SFT_100M_STEPS, TULU_BENCH_SFT_100M_BATCH  ~100M model: the same (4, 8)
 - TULU_BENCH_SFT_REPEATS   tulu/TRL pairs, run alternately (default 3); the ratio reported is the median
 
 Both sides train on the rows `tulu sft` tokenises from the bundled tiny SFT set (the same token ids and
@@ -12,7 +12,8 @@ mean token loss, AdamW at lr 1e-4, linear schedule, grad-norm clip 1.0, float32,
 one process with one intra-op thread each. Padding-free on both sides: each batch's rows are
 concatenated into one row with position ids restarting per row (tulu `train.packing=true`; TRL
 `padding_free=True` without dataset packing, which keeps each step's rows the same as tulu's; TRL's
-`packing=True` would regroup the rows into max-length bins). Tokens/s = input tokens of the rows
+`packing=True` would regroup the rows into max-length bins). tulu runs twice per repeat: with sdpa
+under the block-diagonal mask of the packed row (as TRL does) and with `sdpa_varlen` (sdpa per row). Tokens/s = input tokens of the rows
 trained on (no padding exists on either side) / training-loop seconds: tulu's `timings.json` train_s
 (checkpoint writes excluded), TRL's on_train_begin -> on_train_end. Each run is its own process;
 peak RSS is that process's (tulu: its training process) maximum resident set.
@@ -33,8 +34,10 @@ import pytest
 
 from tests.conftest import ROOT, TULU
 
-STEPS = int(os.environ.get("TULU_BENCH_SFT_STEPS", "30"))
-BATCH = int(os.environ.get("TULU_BENCH_SFT_BATCH", "16"))
+# (optimizer steps per run, rows per step: one micro-batch) of each model size.
+SIZES = {"tiny": (int(os.environ.get("TULU_BENCH_SFT_STEPS", "30")), int(os.environ.get("TULU_BENCH_SFT_BATCH", "16"))),
+         "100m": (int(os.environ.get("TULU_BENCH_SFT_100M_STEPS", "4")),
+                  int(os.environ.get("TULU_BENCH_SFT_100M_BATCH", "8")))}
 REPEATS = int(os.environ.get("TULU_BENCH_SFT_REPEATS", "3"))
 MAX_LENGTH, LR, SEED = 256, 1e-4, 42
 # ~100M parameters: 16 layers of 6.3M (hidden 768, 12 heads, 4 key-value heads, MLP 2048).
@@ -55,9 +58,10 @@ def run_tulu_child(spec: dict) -> dict:
     """In the child: `tulu sft` as a user runs it; its training loop time, tokens and peak RSS."""
     run_dir = Path(spec["run_dir"])
     command = [*TULU, "sft", "conf=tiny", f"model.path={spec['model']}", f"output_dir={run_dir}",
+               f"model.attn_implementation={spec['attention']}",
                f"data.cache_dir={spec['cache']}", f"data.max_rows={spec['rows']}", f"seed={SEED}",
-               f"train.max_seq_length={MAX_LENGTH}", f"train.per_device_batch_size={BATCH}",
-               f"train.effective_batch_size={BATCH}", f"train.max_steps={spec['steps']}", "train.packing=true",
+               f"train.max_seq_length={MAX_LENGTH}", f"train.per_device_batch_size={spec['batch']}",
+               f"train.effective_batch_size={spec['batch']}", f"train.max_steps={spec['steps']}", "train.packing=true",
                "train.loss_reduction=mean", "train.max_grad_norm=1.0", f"train.log_every={spec['steps']}",
                f"optim.lr={LR}", "optim.scheduler=linear", "optim.warmup_ratio=0", "checkpoint.every_steps=1000000"]
     subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
@@ -81,7 +85,7 @@ def run_trl_child(spec: dict) -> dict:
     torch.manual_seed(SEED)
     tokenizer = load_tokenizer({"path": spec["model"]}, assets_dir())
     dataset, _ = prepare_sft(data_cfg(Path(spec["cache"]), spec["rows"]), MAX_LENGTH, tokenizer, Path(spec["run_dir"]))
-    plan = BatchPlan(len(dataset), BATCH, BATCH, 1, 1, SEED, spec["steps"])
+    plan = BatchPlan(len(dataset), spec["batch"], spec["batch"], 1, 1, SEED, spec["steps"])
     order = [row for step in range(spec["steps"]) for row in plan.micro_batches(step, 0)[0]]
     rows = dataset.select(order).select_columns(["input_ids", "labels"])
     tokens = sum(len(ids) for ids in rows["input_ids"])
@@ -94,7 +98,7 @@ def run_trl_child(spec: dict) -> dict:
             self.seconds = time.perf_counter() - self.started
 
     clock = LoopClock()
-    config = SFTConfig(output_dir=spec["run_dir"], per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
+    config = SFTConfig(output_dir=spec["run_dir"], per_device_train_batch_size=spec["batch"], gradient_accumulation_steps=1,
                        max_steps=spec["steps"], learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
                        weight_decay=0.0, max_grad_norm=1.0, max_length=None, padding_free=True, packing=False,
                        train_sampling_strategy="sequential", report_to=[], save_strategy="no",
@@ -138,26 +142,32 @@ def save_model(path: Path, tokenizer, init: dict | None, tiny_model_factory) -> 
 def test_sft_tokens_per_second_against_trl(size, tmp_path, tiny_tokenizer, tiny_model_factory):
     model = tmp_path / "model"
     params = save_model(model, tiny_tokenizer, LLAMA_100M if size == "100m" else None, tiny_model_factory)
-    steps = STEPS if size == "tiny" else max(4, STEPS // 3)
-    spec = {"model": str(model), "cache": str(tmp_path / "cache"), "rows": BATCH * (steps + 1), "steps": steps}
-    ratios, runs = [], {"tulu": [], "trl": []}
+    steps, batch = SIZES[size]
+    spec = {"model": str(model), "cache": str(tmp_path / "cache"), "rows": batch * (steps + 1), "steps": steps,
+            "batch": batch}
+    variants = {"tulu": ("tulu", "sdpa"), "tulu_varlen": ("tulu", "sdpa_varlen"), "trl": ("trl", "sdpa")}
+    runs = {name: [] for name in variants}
     for repeat in range(REPEATS):
-        for kind in ("tulu", "trl"):
-            runs[kind].append(run_child(kind, {**spec, "run_dir": str(tmp_path / f"{kind}{repeat}")}))
-        tulu, trl = runs["tulu"][-1], runs["trl"][-1]
-        assert tulu["tokens"] == trl["tokens"], "both sides must train on the same rows"
-        ratios.append((tulu["tokens"] / tulu["train_s"]) / (trl["tokens"] / trl["train_s"]))
+        for name, (kind, attention) in variants.items():
+            runs[name].append(run_child(kind, {**spec, "attention": attention, "run_dir": str(tmp_path / f"{name}{repeat}")}))
+        assert len({runs[name][-1]["tokens"] for name in variants}) == 1, "every side must train on the same rows"
+
+    def speed(run: dict) -> float:
+        return run["tokens"] / run["train_s"]
     mib = 1 << 20
-    print(f"\nSFT {size} Llama ({params / 1e6:.1f}M params), {steps} steps x {BATCH} rows, "
+    print(f"\nSFT {size} Llama ({params / 1e6:.1f}M params), {steps} steps x {batch} rows, "
           f"{runs['tulu'][0]['tokens']} input tokens, padding-free both sides, CPU 1 thread:")
-    for kind in ("tulu", "trl"):
-        speeds = [run["tokens"] / run["train_s"] for run in runs[kind]]
-        peak = max(run["peak_rss_bytes"] for run in runs[kind])
-        print(f"  {kind:>4}: tokens/s {' '.join(f'{s:.0f}' for s in speeds)} (median {statistics.median(speeds):.0f}), "
+    for name in variants:
+        speeds = [speed(run) for run in runs[name]]
+        peak = max(run["peak_rss_bytes"] for run in runs[name])
+        print(f"  {name:>11}: tokens/s {' '.join(f'{s:.0f}' for s in speeds)} (median {statistics.median(speeds):.0f}), "
               f"peak RSS {peak / mib:.0f} MiB")
-    print(f"  tulu/TRL tokens/s per pair: {' '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}x"
-          f"; peak RSS tulu/TRL {max(r['peak_rss_bytes'] for r in runs['tulu']) / max(r['peak_rss_bytes'] for r in runs['trl']):.2f}")
-    assert statistics.median(ratios) > 0
+    trl_peak = max(run["peak_rss_bytes"] for run in runs["trl"])
+    for name in ("tulu", "tulu_varlen"):
+        ratios = [speed(ours) / speed(theirs) for ours, theirs in zip(runs[name], runs["trl"], strict=True)]
+        peak = max(run["peak_rss_bytes"] for run in runs[name])
+        print(f"  {name}/TRL tokens/s per repeat: {' '.join(f'{r:.2f}' for r in ratios)}; "
+              f"median {statistics.median(ratios):.2f}x; peak RSS {name}/TRL {peak / trl_peak:.2f}")
 
 
 if __name__ == "__main__":
