@@ -132,3 +132,12 @@ def tiny_sft_chain(tmp_path_factory, fake_hub) -> Path:
              "hub.license=apache-2.0", "hub.tags=[arithmetic]", "hub.push=true", f"output_dir={root / 'sft'}",
              env=hub_env(fake_hub))
     return root / "sft"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_model_factory, tiny_tokenizer):
+    """A saved tiny model and tokenizer (seed 1) that endpoint servers load."""
+    path = tmp_path_factory.mktemp("tiny_model")
+    tiny_model_factory(seed=1).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path

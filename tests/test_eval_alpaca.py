@@ -61,14 +61,6 @@ def write_glm_data(path, count: int) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_model_factory, tiny_tokenizer):
-    path = tmp_path_factory.mktemp("tiny_model")
-    tiny_model_factory(seed=1).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
-
-
 def test_alpaca_eval_matches_alpaca_evals_own_pipeline(tiny_dir, tiny_model_factory, tiny_tokenizer, tmp_path):
     alpaca_eval = import_alpaca_eval()
     from alpaca_eval import processors, utils

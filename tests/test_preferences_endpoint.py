@@ -18,14 +18,6 @@ ASPECTS = {"helpfulness": "Useful?", "honesty": "Calibrated?", "instruction_foll
            "truthfulness": "No hallucination?"}
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_model_factory, tiny_tokenizer):
-    path = tmp_path_factory.mktemp("tiny_model")
-    tiny_model_factory(seed=1).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture
 def server(tiny_model_factory, tiny_tokenizer):
     with TinyChatServer(tiny_model_factory(seed=2), tiny_tokenizer, list(ASPECTS)) as running:
