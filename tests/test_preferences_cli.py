@@ -8,7 +8,6 @@ import json
 import pytest
 
 from tests.conftest import kill_tulu_when, run_tulu
-from tests.test_preferences_endpoint import tiny_dir  # noqa: F401 - a fixture
 from tulu_cli.config import assets_dir
 from tulu_cli.data.preference_data import pair_conversations
 from tulu_cli.data.sources import load_source
@@ -35,7 +34,7 @@ def _hashes(run):
             for name in ("pairs", "pairs_best_vs_worst", "completions")}
 
 
-def test_prefs_tiny_builds_verifier_judged_pairs(tmp_path, tiny_dir):  # noqa: F811
+def test_prefs_tiny_builds_verifier_judged_pairs(tmp_path, tiny_dir):
     out = tmp_path / "prefs"
     run_tulu(*_args(tiny_dir, _lowercase_prompts(tmp_path, 16), out, 16, 4, 6))
     summary = json.loads((out / "summary.json").read_text())
@@ -56,7 +55,7 @@ def test_prefs_tiny_builds_verifier_judged_pairs(tmp_path, tiny_dir):  # noqa: F
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_datasets(tmp_path, tiny_dir):  # noqa: F811
+def test_killed_run_resumes_to_the_same_datasets(tmp_path, tiny_dir):
     prompts = _lowercase_prompts(tmp_path, 24)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     run_tulu(*_args(tiny_dir, prompts, reference, 24, 2, 24))

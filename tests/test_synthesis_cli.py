@@ -9,7 +9,6 @@ import json
 import pytest
 
 from tests.conftest import kill_tulu_when, run_tulu
-from tests.test_preferences_endpoint import tiny_dir  # noqa: F401 - a fixture
 from tests.test_synthesis_constraints import planted
 from tulu_cli.config import assets_dir
 from tulu_cli.data.sources import load_source
@@ -65,7 +64,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_persona_prompts_from_a_local_tiny_model(tmp_path, tiny_dir, one_thread):  # noqa: F811
+def test_persona_prompts_from_a_local_tiny_model(tmp_path, tiny_dir, one_thread):
     config = {
         "seed": 1,
         "skill": "math",
@@ -118,7 +117,7 @@ def _hashes(run):
 
 
 @pytest.mark.slow
-def test_persona_tiny_killed_and_resumed(tmp_path, tiny_dir):  # noqa: F811
+def test_persona_tiny_killed_and_resumed(tmp_path, tiny_dir):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     run_tulu(*_persona_args(tiny_dir, reference))
     def shards():
