@@ -49,7 +49,7 @@ def test_tulu3_dev_dry_run_lists_every_task_with_its_settings(tmp_path):
     statuses = {spec.name: task_status(spec, OmegaConf.to_container(resolved, resolve=True))
                 for spec in select_tasks(OmegaConf.to_container(resolved.tasks, resolve=True), None)}
     runnable = {name for name, status in statuses.items() if status.startswith("runnable")}
-    assert runnable == set(TULU3_DEV_TASKS) - {"safety"}
+    assert runnable == set(TULU3_DEV_TASKS)
     assert statuses["mmlu"] == "runnable; needs: its subtasks' hub datasets (network)"
     assert "confirm_run_unsafe_code=true" in statuses["humaneval"]
     assert (settings["humaneval"].lm_eval_task, settings["humaneval"].metric) == ("tulu_humaneval_pass10",
@@ -61,8 +61,14 @@ def test_tulu3_dev_dry_run_lists_every_task_with_its_settings(tmp_path):
                                               "alpaca_eval_gpt4_baseline.json")
     assert "judge endpoint https://api.openai.com/v1 serving gpt-4-1106-preview" in statuses["alpaca_eval"]
     assert "alpaca-eval:" in table and "weighted_alpaca_ev" in table  # the runner column (folded)
-    assert statuses["safety"].startswith("not runnable: ")
-    assert "status" in table and "runnable;" in table and "not runnable:" in table and "olmes setting" in table
+    assert statuses["safety"].startswith("runnable; needs: hub dataset allenai/tulu-3-harmbench-eval (network)")
+    assert statuses["safety"].endswith("a classifier endpoint: set tasks.safety.classifier.base_url and .model (an "
+                                       "OpenAI-compatible server of allenai/wildguard with the completions route, "
+                                       "e.g. vLLM's)")
+    assert sorted(settings["safety"].sets) == ["do_anything_now", "harmbench", "trustllm_jailbreaktrigger",
+                                               "wildguardtest", "wildjailbreak", "xstest"]
+    assert (settings["safety"].metric, settings["safety"].max_new_tokens) == ("average", 512)
+    assert "status" in table and "runnable;" in table and "olmes setting" in table
     assert not (tmp_path / "results.json").exists()
 
 

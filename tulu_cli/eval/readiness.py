@@ -107,11 +107,44 @@ def _alpaca_eval_needs(spec: TaskSpec) -> list[str] | str:
         needs.append(f"a judge endpoint: set tasks.{spec.name}.judge.base_url and .model (any OpenAI-compatible "
                      "server that returns log-probs)")
         return needs
-    endpoint = f"judge endpoint {judge['base_url']} serving {judge['model']} with log-probs"
-    key = judge.get("api_key_env")
-    if key:
-        endpoint += f", API key in ${key}" + ("" if os.environ.get(key) else " (not set here)")
-    return [*needs, endpoint]
+    return [*needs, f"judge endpoint {judge['base_url']} serving {judge['model']} with log-probs{_api_key(judge)}"]
+
+
+def _api_key(endpoint: Mapping[str, Any]) -> str:
+    """Where an endpoint's API key comes from (nothing when it takes none)."""
+    key = endpoint.get("api_key_env")
+    if not key:
+        return ""
+    return f", API key in ${key}" + ("" if os.environ.get(key) else " (not set here)")
+
+
+def _dataset_needs(sections: Mapping[str, Mapping[str, Any] | None]) -> list[str] | str:
+    """`hub dataset X (network)` once per hub dataset among the sections ({what: {path}}), or why a
+    local one cannot be read."""
+    needs = []
+    for what, section in sections.items():
+        path = (section or {}).get("path")
+        if not path:
+            continue
+        local = is_local(str(path))
+        if local and not Path(str(path)).expanduser().exists():
+            return f"{what} file {path} does not exist"
+        need = f"hub dataset {path} (network)"
+        if not local and need not in needs:
+            needs.append(need)
+    return needs
+
+
+def _safety_needs(spec: TaskSpec) -> list[str] | str:
+    """What a safety task needs: its sets' data (here or from the hub) and a WildGuard endpoint."""
+    needs = _dataset_needs({f"sets.{name}.data": settings.get("data") for name, settings in spec.settings["sets"].items()})
+    if isinstance(needs, str):
+        return needs
+    classifier = spec.settings["classifier"]
+    if not classifier.get("base_url") or not classifier.get("model"):
+        return [*needs, f"a classifier endpoint: set tasks.{spec.name}.classifier.base_url and .model (an "
+                        "OpenAI-compatible server of allenai/wildguard with the completions route, e.g. vLLM's)"]
+    return [*needs, f"classifier endpoint {classifier['base_url']} serving {classifier['model']}{_api_key(classifier)}"]
 
 
 def task_status(spec: TaskSpec, resolved: Mapping[str, Any]) -> str:
@@ -121,18 +154,10 @@ def task_status(spec: TaskSpec, resolved: Mapping[str, Any]) -> str:
         needs = _lm_eval_needs(spec, resolved)
     elif spec.type == "alpaca_eval":
         needs = _alpaca_eval_needs(spec)
+    elif spec.type == "safety":
+        needs = _safety_needs(spec)
     else:
-        needs = []
-        for section in ("data", "fewshot"):
-            path = (spec.settings.get(section) or {}).get("path")
-            if not path:
-                continue
-            local = is_local(str(path))
-            if local and not Path(str(path)).expanduser().exists():
-                return f"not runnable: {'data' if section == 'data' else 'few-shot'} file {path} does not exist"
-            need = f"hub dataset {path} (network)"
-            if not local and need not in needs:
-                needs.append(need)
+        needs = _dataset_needs({"data": spec.settings.get("data"), "few-shot": spec.settings.get("fewshot")})
     if isinstance(needs, str):
         return f"not runnable: {needs}"
     needs += [str(need) for need in spec.get("needs", [])]  # what the config says the task needs besides

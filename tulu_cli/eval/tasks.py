@@ -6,6 +6,8 @@ Task types:
 - `lm_eval`: run by lm-evaluation-harness under its task name, with our settings passed in.
 - `alpaca_eval`: AlpacaEval 2, the model's answers judged against reference outputs by an LLM judge on an
   OpenAI-compatible endpoint (alpaca_eval.py).
+- `safety`: Ai2's safety-eval sets, the model's answers labelled by the WildGuard classifier on an
+  OpenAI-compatible endpoint, averaged as Tulu 3 reported them (safety.py).
 - `external`: listed with its reference settings, but no backend here can run it (e.g. LLM-judged).
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-TASK_TYPES = ("generative", "multiple_choice", "lm_eval", "alpaca_eval", "external")
+TASK_TYPES = ("generative", "multiple_choice", "lm_eval", "alpaca_eval", "safety", "external")
 CHAT_TEMPLATES = ("tulu", "tokenizer", "none")
 
 
@@ -59,12 +61,19 @@ def parse_task(name: str, settings: Mapping[str, Any]) -> TaskSpec:
     if template not in CHAT_TEMPLATES:
         raise TaskConfigError(f"tasks.{name}.chat_template must be one of {', '.join(CHAT_TEMPLATES)}, got {template!r}")
     required = {"generative": ("data",), "multiple_choice": ("data",), "lm_eval": ("lm_eval_task",),
-                "alpaca_eval": ("data", "glm_data", "judge"), "external": ("reason",)}[kind]
+                "alpaca_eval": ("data", "glm_data", "judge"), "safety": ("sets", "classifier"),
+                "external": ("reason",)}[kind]
     for key in required:
         if not settings.get(key):
             raise TaskConfigError(f"tasks.{name}.{key} is required for a {kind} task")
     if kind == "alpaca_eval" and not isinstance(settings["judge"], Mapping):
         raise TaskConfigError(f"tasks.{name}.judge must be an endpoint: {{base_url, model, api_key_env}}")
+    if kind == "safety":
+        from tulu_cli.eval.safety import check_sets
+
+        if not isinstance(settings["classifier"], Mapping):
+            raise TaskConfigError(f"tasks.{name}.classifier must be an endpoint: {{base_url, model}}")
+        check_sets(name, settings["sets"])
     if kind in ("generative", "multiple_choice", "alpaca_eval") and not (settings["data"] or {}).get("path"):
         raise TaskConfigError(f"tasks.{name}.data.path is required (a local file or a hub dataset id)")
     return TaskSpec(name=name, type=kind, metric=str(metric), settings=settings)
@@ -101,6 +110,9 @@ def settings_summary(spec: TaskSpec) -> dict[str, str]:
     elif spec.type == "alpaca_eval":
         judge = s["judge"].get("model") or "?"
         runner = f"alpaca-eval: {ALPACA_EVAL_ANNOTATOR} judged by {judge}, {ALPACA_EVAL_GLM}"
+    elif spec.type == "safety":
+        classifier = s["classifier"].get("model") or "?"
+        runner = f"safety-eval: {', '.join(s['sets'])} labelled by {classifier} (WildGuard format), set average"
     elif spec.type == "external":
         runner = "external (not run here)"
     else:

@@ -1,4 +1,5 @@
-"""A minimal client of the OpenAI chat-completions protocol (any compatible server), standard library only.
+"""A minimal client of the OpenAI chat-completions protocol (any compatible server), standard library only;
+`complete_prompt` sends a raw prompt to the completions route of the same server instead.
 
 With `top_logprobs=k` a request asks for the log-probabilities of each generated token and of its k most
 likely alternatives (`logprobs: true, top_logprobs: k`), which LLM judges that read a preference from
@@ -84,10 +85,7 @@ class ChatClient:
 
     def complete(self, messages: list[dict], *, temperature: float, top_p: float, max_tokens: int,
                  seed: int | None = None, top_logprobs: int | None = None) -> ChatReply:
-        body = {"model": self.config.model, "messages": messages, "temperature": temperature, "top_p": top_p,
-                "max_tokens": max_tokens, "n": 1}
-        if seed is not None:
-            body["seed"] = seed
+        body = self._body({"messages": messages}, temperature, top_p, max_tokens, seed)
         if top_logprobs is not None:
             body["logprobs"] = True
             body["top_logprobs"] = int(top_logprobs)
@@ -99,6 +97,25 @@ class ChatClient:
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ApiError(f"{self.config.base_url}: unexpected response shape ({exc!r}): {str(payload)[:300]}") from None
         return ChatReply(text=text, finished=choice.get("finish_reason") == "stop", logprobs=logprobs)
+
+    def complete_prompt(self, prompt: str, *, temperature: float, top_p: float, max_tokens: int,
+                        seed: int | None = None) -> ChatReply:
+        """A completion of a raw prompt (the `/completions` route, no chat template applied by the server):
+        for a model prompted in its own format, such as the WildGuard classifier."""
+        payload = self._post("/completions", self._body({"prompt": prompt}, temperature, top_p, max_tokens, seed))
+        try:
+            choice = payload["choices"][0]
+            text = choice["text"] or ""
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ApiError(f"{self.config.base_url}: unexpected response shape ({exc!r}): {str(payload)[:300]}") from None
+        return ChatReply(text=text, finished=choice.get("finish_reason") == "stop")
+
+    def _body(self, inputs: dict, temperature: float, top_p: float, max_tokens: int, seed: int | None) -> dict:
+        body = {"model": self.config.model, **inputs, "temperature": temperature, "top_p": top_p,
+                "max_tokens": max_tokens, "n": 1}
+        if seed is not None:
+            body["seed"] = seed
+        return body
 
     def _post(self, path: str, body: dict) -> dict:
         url = self.config.base_url.rstrip("/") + path

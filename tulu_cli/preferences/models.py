@@ -27,6 +27,8 @@ class ChatRequest:
     key: str
     messages: list[dict]
     seed: int | None  # per request (endpoints; None sends none); a local batch is seeded as a whole
+    # A raw prompt sent instead of `messages` to an endpoint's completions route (no chat template).
+    prompt: str | None = None
 
 
 class LocalChatModel:
@@ -79,7 +81,8 @@ class LocalChatModel:
             return
         backend = self._load()
         render = self._renderer(backend)
-        outputs = backend.generate([render(r.messages) for r in requests], replace(sampling, n=1, seed=seed))
+        outputs = backend.generate([r.prompt if r.prompt is not None else render(r.messages) for r in requests],
+                                   replace(sampling, n=1, seed=seed))
         for request, (completion, *_) in zip(requests, outputs, strict=True):
             yield request.key, ChatReply(text=completion.text, finished=completion.finished)
 
@@ -109,9 +112,11 @@ class EndpointChatModel:
     def complete(self, requests: list[ChatRequest], sampling: SamplingConfig, seed: int,
                  top_logprobs: int | None = None) -> Iterator[tuple[str, ChatReply]]:
         def call(request: ChatRequest) -> tuple[str, ChatReply]:
-            return request.key, self.client.complete(request.messages, temperature=sampling.temperature,
-                                                     top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
-                                                     seed=request.seed, top_logprobs=top_logprobs)
+            options = {"temperature": sampling.temperature, "top_p": sampling.top_p,
+                       "max_tokens": sampling.max_new_tokens, "seed": request.seed}
+            if request.prompt is not None:
+                return request.key, self.client.complete_prompt(request.prompt, **options)
+            return request.key, self.client.complete(request.messages, top_logprobs=top_logprobs, **options)
 
         pending_requests = iter(requests)
         failure: BaseException | None = None

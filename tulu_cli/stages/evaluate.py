@@ -121,6 +121,10 @@ def _run(spec: TaskSpec, model: EvalModel, resolved: dict) -> tuple[dict, int, l
         from tulu_cli.eval.alpaca_eval import run_alpaca_eval
 
         return run_alpaca_eval(spec, model.backend(), model.tokenizer, SamplingConfig.from_config(resolved["generation"]))
+    if spec.type == "safety":
+        from tulu_cli.eval.safety import run_safety
+
+        return run_safety(spec, model.backend(), model.tokenizer, SamplingConfig.from_config(resolved["generation"]))
     from tulu_cli.eval.data import load_items
 
     items, rejects = load_items(spec)
