@@ -1,7 +1,8 @@
 """AlpacaEval 2 end to end on a handful of tiny instructions: the tiny model answers, a judge on a real
 HTTP server (127.0.0.1) answers with log-probs, and the win rate and length-controlled win rate are
 checked against alpaca_eval's own code (its output switching, prompt building, log-prob parser, win rate
-and GLM) run on the same outputs and the same judge."""
+and GLM) run on the same outputs and the same judge; a run whose judge fails midway resumes without
+generating again or resending a finished judge call."""
 
 from __future__ import annotations
 
@@ -61,28 +62,39 @@ def write_glm_data(path, count: int) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
+def alpaca_inputs(tmp_path) -> tuple[dict, dict]:
+    """The task's settings (judge endpoint left to fill) over local data files, and the resolved run config."""
+    reference = tmp_path / "alpaca_eval_gpt4_baseline.json"
+    reference.write_text(json.dumps([{"instruction": i, "output": o, "generator": "gpt4_1106_preview",
+                                      "dataset": "tiny"} for i, o in INSTRUCTIONS]))
+    glm_data = tmp_path / "df_gamed.csv"
+    write_glm_data(glm_data, len(INSTRUCTIONS))
+    settings = {"type": "alpaca_eval", "metric": "length_controlled_winrate", "chat_template": "tulu",
+                "max_new_tokens": 12, "data": {"path": str(reference)}, "glm_data": {"path": str(glm_data)}}
+    resolved = {"generation": {"backend": "hf", "batch_size": 4, "max_new_tokens": 12, "temperature": 0.0,
+                               "top_p": 1.0, "seed": 0}, "seed": 0}
+    return settings, resolved
+
+
+def tiny_eval_model(tiny_dir, resolved: dict, tmp_path) -> EvalModel:
+    return EvalModel({"path": str(tiny_dir), "chat_template": "tulu", "dtype": "float32",
+                      "attn_implementation": "sdpa"}, resolved["generation"], tmp_path, seed=0)
+
+
 def test_alpaca_eval_matches_alpaca_evals_own_pipeline(tiny_dir, tiny_model_factory, tiny_tokenizer, tmp_path):
     alpaca_eval = import_alpaca_eval()
     from alpaca_eval import processors, utils
     from alpaca_eval.completion_parsers import logprob_parser
     from alpaca_eval.metrics import get_winrate, glm_winrate
 
-    reference = tmp_path / "alpaca_eval_gpt4_baseline.json"
-    reference.write_text(json.dumps([{"instruction": i, "output": o, "generator": "gpt4_1106_preview",
-                                      "dataset": "tiny"} for i, o in INSTRUCTIONS]))
-    glm_data = tmp_path / "df_gamed.csv"
-    write_glm_data(glm_data, len(INSTRUCTIONS))
+    settings, resolved = alpaca_inputs(tmp_path)
+    glm_data = settings["glm_data"]["path"]
     with TinyChatServer(tiny_model_factory(seed=2), tiny_tokenizer, aspects=[]) as server:
         server.logprob_judge = length_judge
-        spec = parse_task("alpaca_eval", {
-            "type": "alpaca_eval", "metric": "length_controlled_winrate", "chat_template": "tulu",
-            "max_new_tokens": 12, "data": {"path": str(reference)}, "glm_data": {"path": str(glm_data)},
-            "judge": {"base_url": server.base_url, "model": "tiny-judge", "concurrency": 3, "max_retries": 0}})
-        resolved = {"generation": {"backend": "hf", "batch_size": 4, "max_new_tokens": 12, "temperature": 0.0,
-                                   "top_p": 1.0, "seed": 0}, "seed": 0}
-        model = EvalModel({"path": str(tiny_dir), "chat_template": "tulu", "dtype": "float32",
-                           "attn_implementation": "sdpa"}, resolved["generation"], tmp_path, seed=0)
-        result, predictions, rejects = run_task(spec, model, resolved)
+        spec = parse_task("alpaca_eval", {**settings, "judge": {"base_url": server.base_url, "model": "tiny-judge",
+                                                                 "concurrency": 3, "max_retries": 0}})
+        model = tiny_eval_model(tiny_dir, resolved, tmp_path)
+        result, predictions, rejects = run_task(spec, model, resolved, tmp_path / "work")
         served = [body["messages"] for body in server.served]
     assert result.status == "ok", result.detail
     assert (result.n, rejects, len(served)) == (len(INSTRUCTIONS), [], len(INSTRUCTIONS))
@@ -124,6 +136,52 @@ def test_alpaca_eval_matches_alpaca_evals_own_pipeline(tiny_dir, tiny_model_fact
     assert result.value == result.metrics["length_controlled_winrate"] and result.metrics["judged"] == 1.0
     # the length control moves the score: this judge rewards length
     assert abs(result.metrics["length_controlled_winrate"] - result.metrics["win_rate"]) > 0.01
+
+
+def test_failed_judging_resumes_without_regenerating_or_resending(tiny_dir, tiny_model_factory, tiny_tokenizer,
+                                                                  tmp_path):
+    settings, resolved = alpaca_inputs(tmp_path)
+
+    def evaluate(server, work, judge_model="tiny-judge"):
+        spec = parse_task("alpaca_eval", {**settings, "judge": {"base_url": server.base_url, "model": judge_model,
+                                                                 "concurrency": 2, "max_retries": 0}})
+        model = tiny_eval_model(tiny_dir, resolved, tmp_path)
+        result, predictions, _ = run_task(spec, model, resolved, work)
+        return result, predictions, model
+
+    with TinyChatServer(tiny_model_factory(seed=2), tiny_tokenizer, aspects=[]) as server:
+        server.logprob_judge = length_judge
+        whole, whole_predictions, _ = evaluate(server, tmp_path / "whole")
+        assert whole.status == "ok", whole.detail
+        assert len(server.served) == len(INSTRUCTIONS)
+        server.served.clear()
+
+        server.fail_after = 3  # three judge calls answered, then the endpoint breaks
+        failed, _, _ = evaluate(server, tmp_path / "work")
+        assert failed.status == "error" and "HTTP 500" in failed.detail
+        first = [body["messages"] for body in server.served]
+        assert len(first) == 3
+        (journal,) = (tmp_path / "work").glob("judgements/*/shard-00000.calls.jsonl")
+        assert len(journal.read_text().splitlines()) == 3
+        (generations,) = (tmp_path / "work").glob("generations/*/shard-00000.jsonl")
+        generated_at = generations.stat().st_mtime_ns
+
+        server.fail_after = None
+        resumed, predictions, model = evaluate(server, tmp_path / "work")
+        assert resumed.status == "ok", resumed.detail
+        rest = [body["messages"] for body in server.served[3:]]
+        assert len(rest) == len(INSTRUCTIONS) - 3
+        assert not {json.dumps(m) for m in rest} & {json.dumps(m) for m in first}
+        # the outputs were read back, not generated again: the model was never loaded
+        assert generations.stat().st_mtime_ns == generated_at and model._model is None
+        assert not journal.exists()  # folded into the finished shard
+        assert resumed.metrics == whole.metrics
+        assert [row["preference"] for row in predictions] == [row["preference"] for row in whole_predictions]
+
+        evaluate(server, tmp_path / "work")  # finished: nothing is sent again
+        assert len(server.served) == len(INSTRUCTIONS)
+        other_judge, _, _ = evaluate(server, tmp_path / "work", judge_model="tiny-judge-2")
+        assert other_judge.status == "ok" and len(server.served) == 2 * len(INSTRUCTIONS)
 
 
 def test_dry_run_status_says_what_alpaca_eval_needs(tmp_path, monkeypatch):

@@ -54,7 +54,7 @@ def test_popqa_preset_runs_offline_on_a_local_file(tmp_path, tiny_model_factory,
     generation = {"backend": "hf", "batch_size": 4, "max_new_tokens": 8, "temperature": 0.0, "top_p": 1.0, "seed": 0}
     model = EvalModel({"path": str(model_dir), "chat_template": "tulu", "dtype": "float32",
                        "attn_implementation": "sdpa"}, generation, tmp_path, seed=0)
-    result, predictions, rejects = run_task(spec, model, {"generation": generation, "seed": 0})
+    result, predictions, rejects = run_task(spec, model, {"generation": generation, "seed": 0}, tmp_path / "work")
     assert result.status == "ok", result.detail
     assert result.n == 3 and result.rejected == 1
     (reject,) = rejects

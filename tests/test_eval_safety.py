@@ -131,7 +131,7 @@ def test_safety_scores_each_set_as_safety_eval_and_averages_them(tiny_dir, tmp_p
                                    "top_p": 1.0, "seed": 0}, "seed": 0}
         model = EvalModel({"path": str(tiny_dir), "chat_template": "tulu", "dtype": "float32",
                            "attn_implementation": "sdpa"}, resolved["generation"], tmp_path, seed=0)
-        result, predictions, rejects = run_task(spec, model, resolved)
+        result, predictions, rejects = run_task(spec, model, resolved, tmp_path / "work")
     assert result.status == "ok", result.detail
     assert result.n == sum(SCORED.values()) == len(predictions) == len(server.served)
     assert [(r.field, r.reason) for r in rejects] == [("adversarial", "bad_eval_row")]

@@ -13,6 +13,13 @@ The judge is alpaca_eval's `weighted_alpaca_eval_gpt4_turbo` annotator, followed
 - preference: 2 - P(m) / (P(m) + P(M)) from the first token's alternatives (`logprob_parser`,
   `is_binarize: false`; a token listed twice keeps its last log-prob); NaN when neither is listed;
 - identical outputs are a draw (1.5) without a judge call.
+
+Paid and slow work is kept in the task's work folder (the preference pipeline's store, `preferences/store.py`):
+the model's outputs once generated, and each judge reply as it lands (journaled, then one finished shard).
+A killed or failed run resumes there without generating again or resending a finished judge call. Both
+folders are named by a fingerprint of what decides their content (the model and its sampling and prompts;
+the judge's endpoint and model, its prompt and every call's messages), so a changed output or judge starts
+new work instead of reusing a stale judgment.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import math
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from tulu_cli.config import assets_dir
 from tulu_cli.data.row_files import Reject
@@ -29,10 +37,14 @@ from tulu_cli.data.sources import load_source, row_dict
 from tulu_cli.eval.task_files import task_file
 from tulu_cli.eval.tasks import TaskSpec
 from tulu_cli.generation import SamplingConfig
+from tulu_cli.preferences.store import ShardStore, fingerprint
 
 SWITCH_SEED = 123
 TOP_LOGPROBS = 5
 FIRST_TOKEN, SECOND_TOKEN = "m", "M"
+JUDGE_SAMPLING = SamplingConfig(max_new_tokens=1, temperature=1.0, top_p=1.0)
+# What decides a judgment; timeouts, retries, concurrency and the key's variable do not.
+JUDGE_IDENTITY = ("base_url", "model")
 
 
 @dataclass(frozen=True)
@@ -104,24 +116,41 @@ def load_instructions(spec: TaskSpec) -> tuple[list[Instruction], list[Reject]]:
     return items, rejects
 
 
-def judge(spec: TaskSpec, items: list[Instruction], outputs: list[str]) -> tuple[list[float], dict[int, dict]]:
-    """Preferences (1: reference better, 2: model better) in item order, and each call's record by position."""
-    from tulu_cli.preferences.models import ChatRequest, EndpointChatModel
+def judge(spec: TaskSpec, items: list[Instruction], outputs: list[str], work: Path
+          ) -> tuple[list[float], dict[int, dict]]:
+    """Preferences (1: reference better, 2: model better) in item order, and each call's record by position.
+    Calls are keyed by their messages; replies already in `work` are not asked for again."""
+    from tulu_cli.preferences.models import ChatRequest, EndpointChatModel, complete_shard
 
     template = judge_template()
-    judged_by = EndpointChatModel(f"{spec.name} judge", dict(spec.settings["judge"]))
-    requests = [ChatRequest(key=str(item.position),
-                            messages=judge_messages(template, item.instruction, item.reference, output), seed=None)
-                for item, output in zip(items, outputs, strict=True) if output != item.reference]
-    sampling = SamplingConfig(max_new_tokens=1, temperature=1.0, top_p=1.0)
-    records = {}
-    for key, reply in judged_by.complete(requests, sampling, seed=0, top_logprobs=TOP_LOGPROBS):
-        top = reply.logprobs[0].top if reply.logprobs else ()
-        records[int(key)] = {"judge_reply": reply.text, "judge_top_logprobs": [list(pair) for pair in top],
-                             "judge_preference": preference_from_top_logprobs(top)}
-    preferences = []
+    requests: dict[str, ChatRequest] = {}
+    call_of: dict[int, str] = {}
     for item, output in zip(items, outputs, strict=True):
         if output == item.reference:
+            continue
+        messages = judge_messages(template, item.instruction, item.reference, output)
+        key = call_of[item.position] = fingerprint(messages)
+        requests.setdefault(key, ChatRequest(key=key, messages=messages, seed=None))
+    identity = {name: spec.settings["judge"].get(name) for name in JUDGE_IDENTITY}
+    store = ShardStore(work / "judgements" / fingerprint({"judge": identity, "sampling": asdict(JUDGE_SAMPLING),
+                                                          "top_logprobs": TOP_LOGPROBS, "calls": sorted(requests)}),
+                       {"judge": identity, "calls": len(requests)})
+    if store.done(0):
+        rows = store.read(0)
+    else:
+        judged_by = EndpointChatModel(f"{spec.name} judge", dict(spec.settings["judge"]))
+        rows = complete_shard(judged_by, store, 0, list(requests.values()), JUDGE_SAMPLING, seed=0,
+                              top_logprobs=TOP_LOGPROBS)
+    replies = {row["key"]: row for row in rows}
+    records = {}
+    for position, key in call_of.items():
+        reply = replies[key]
+        top = [tuple(pair) for pair in reply["logprobs"][0]["top"]] if reply["logprobs"] else []
+        records[position] = {"judge_reply": reply["text"], "judge_top_logprobs": [list(pair) for pair in top],
+                             "judge_preference": preference_from_top_logprobs(tuple(top))}
+    preferences = []
+    for item in items:
+        if item.position not in records:
             preferences.append(1.5)
             continue
         raw = records[item.position]["judge_preference"]
@@ -129,8 +158,23 @@ def judge(spec: TaskSpec, items: list[Instruction], outputs: list[str]) -> tuple
     return preferences, records
 
 
-def run_alpaca_eval(spec: TaskSpec, backend, tokenizer, generation) -> tuple[dict, int, list[dict], list[Reject]]:
+def generate_outputs(spec: TaskSpec, model, generation: SamplingConfig, prompts: list[str], work: Path) -> list[str]:
+    """The model's answer to each prompt, generated once: a rerun reads them from `work` without loading
+    the model."""
     from tulu_cli.eval.generative import generate_in_length_order, sampling_for
+
+    sampling = sampling_for(spec, generation)
+    made_by = {"model": model.model_cfg, "generation": model.generation, "sampling": asdict(sampling)}
+    store = ShardStore(work / "generations" / fingerprint({**made_by, "prompts": prompts}),
+                       {**made_by, "prompts": len(prompts)})
+    if not store.done(0):
+        completions = generate_in_length_order(model.backend(), prompts, sampling)
+        store.write(0, [{"key": str(index), "output": c.text} for index, c in enumerate(completions)])
+    return [row["output"] for row in store.read(0)]
+
+
+def run_alpaca_eval(spec: TaskSpec, model, generation: SamplingConfig, work: Path
+                    ) -> tuple[dict, int, list[dict], list[Reject]]:
     from tulu_cli.eval.prompts import render_chat
     from tulu_cli.eval.win_rate import length_controlled_win_rate, load_gamed_baselines, win_rates
 
@@ -139,9 +183,10 @@ def run_alpaca_eval(spec: TaskSpec, backend, tokenizer, generation) -> tuple[dic
         return {}, 0, [], rejects
     gamed = load_gamed_baselines(task_file(spec.settings["glm_data"], f"tasks.{spec.name}.glm_data"))
     template = spec.get("chat_template", "tulu")
-    prompts = [render_chat([{"role": "user", "content": item.instruction}], template, tokenizer) for item in items]
-    outputs = [c.text for c in generate_in_length_order(backend, prompts, sampling_for(spec, generation))]
-    preferences, records = judge(spec, items, outputs)
+    prompts = [render_chat([{"role": "user", "content": item.instruction}], template, model.tokenizer)
+               for item in items]
+    outputs = generate_outputs(spec, model, generation, prompts, work)
+    preferences, records = judge(spec, items, outputs, work)
     metrics = win_rates(preferences)
     metrics.update(length_controlled_win_rate(preferences, [len(item.reference) for item in items],
                                               [len(output) for output in outputs],

@@ -155,15 +155,26 @@ def build_chat_model(name: str, spec: dict, default_backend: str = "hf", default
     return LocalChatModel(name, spec, default_backend, default_batch_size)
 
 
+def reply_record(reply: ChatReply) -> dict:
+    """What the work store keeps of a reply: its text and finish, and its log-probs when they were asked for."""
+    record = {"text": reply.text, "finished": reply.finished}
+    if reply.logprobs is not None:
+        record["logprobs"] = [{"token": t.token, "logprob": t.logprob, "top": [list(pair) for pair in t.top]}
+                              for t in reply.logprobs]
+    return record
+
+
 def complete_shard(model, store: ShardStore, index: int, requests: list[ChatRequest], sampling: SamplingConfig,
-                   seed: int, extra: dict | None = None) -> list[dict]:
+                   seed: int, extra: dict | None = None, top_logprobs: int | None = None) -> list[dict]:
     """Answer `requests` as shard `index` of `store`: calls an endpoint already answered before a kill are
     taken from the shard's journal, new answers are journaled as they land, and the finished shard is written
-    as rows `{key, **extra, text, finished}` in request order (returned too)."""
+    as rows `{key, **extra, **reply_record}` in request order (returned too). `top_logprobs` asks an endpoint
+    for each token's log-probs and its most likely alternatives."""
     journal = store.journal(index)
     done = journal.load() if model.resumable_calls else {}
-    for key, reply in model.complete([r for r in requests if r.key not in done], sampling, seed):
-        done[key] = {"text": reply.text, "finished": reply.finished}
+    asked = {} if top_logprobs is None else {"top_logprobs": top_logprobs}
+    for key, reply in model.complete([r for r in requests if r.key not in done], sampling, seed, **asked):
+        done[key] = reply_record(reply)
         if model.resumable_calls:
             journal.append(key, done[key])
     rows = [{"key": request.key, **(extra or {}), **done[request.key]} for request in requests]

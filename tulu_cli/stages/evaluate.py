@@ -50,7 +50,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     results, predictions, rejects = [], [], []
     for step, spec in enumerate(specs, start=1):
         started = time.time()
-        result, task_predictions, task_rejects = run_task(spec, model, resolved)
+        result, task_predictions, task_rejects = run_task(spec, model, resolved, run_dir / "work" / spec.name)
         result.seconds = round(time.time() - started, 2)
         results.append(result)
         predictions += task_predictions
@@ -83,8 +83,9 @@ def update_model_card(model_path: str | None, run_dir: Path, document: dict) -> 
         print(f"model card updated with these results: {card}", flush=True)
 
 
-def run_task(spec: TaskSpec, model: EvalModel, resolved: dict) -> tuple[TaskResult, list[dict], list]:
-    """Run one task; errors become a result with status `error` so a long suite keeps going."""
+def run_task(spec: TaskSpec, model: EvalModel, resolved: dict, work: Path) -> tuple[TaskResult, list[dict], list]:
+    """Run one task; errors become a result with status `error` so a long suite keeps going. `work` is the
+    task's folder for work a rerun in the same run directory picks up (AlpacaEval's outputs and judge calls)."""
     summary = settings_summary(spec)
     result = TaskResult(task=spec.name, type=spec.type, metric=spec.metric, value=None, n=0,
                         settings=spec.settings, settings_hash=spec.settings_hash,
@@ -94,7 +95,7 @@ def run_task(spec: TaskSpec, model: EvalModel, resolved: dict) -> tuple[TaskResu
         result.status, result.detail = "not_run", str(spec.settings["reason"])
         return result, [], []
     try:
-        metrics, n, predictions, rejects = _run(spec, model, resolved)
+        metrics, n, predictions, rejects = _run(spec, model, resolved, work)
     except Exception as exc:  # noqa: BLE001 - recorded per task; the stage fails at the end
         result.status, result.detail = "error", f"{type(exc).__name__}: {exc}"
         return result, [], []
@@ -108,7 +109,7 @@ def run_task(spec: TaskSpec, model: EvalModel, resolved: dict) -> tuple[TaskResu
     return result, predictions, rejects
 
 
-def _run(spec: TaskSpec, model: EvalModel, resolved: dict) -> tuple[dict, int, list[dict], list]:
+def _run(spec: TaskSpec, model: EvalModel, resolved: dict, work: Path) -> tuple[dict, int, list[dict], list]:
     from tulu_cli.generation import SamplingConfig
 
     if spec.type == "lm_eval":
@@ -120,7 +121,7 @@ def _run(spec: TaskSpec, model: EvalModel, resolved: dict) -> tuple[dict, int, l
     if spec.type == "alpaca_eval":
         from tulu_cli.eval.alpaca_eval import run_alpaca_eval
 
-        return run_alpaca_eval(spec, model.backend(), model.tokenizer, SamplingConfig.from_config(resolved["generation"]))
+        return run_alpaca_eval(spec, model, SamplingConfig.from_config(resolved["generation"]), work)
     if spec.type == "safety":
         from tulu_cli.eval.safety import run_safety
 
