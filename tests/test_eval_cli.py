@@ -30,9 +30,10 @@ def save_untrained_tiny_model(directory: Path) -> Path:
 
 
 def test_tulu3_dev_dry_run_lists_every_task_with_its_settings(tmp_path):
-    result = run_tulu("eval", "conf=tulu3_dev", "--dry-run", f"output_dir={tmp_path}")
+    # resume=true: an eval run may continue in its output_dir (AlpacaEval's saved work)
+    result = run_tulu("eval", "conf=tulu3_dev", "--dry-run", f"output_dir={tmp_path}", "resume=true")
     resolved = OmegaConf.load(tmp_path / "config.yaml")
-    assert list(resolved.tasks) == TULU3_DEV_TASKS
+    assert list(resolved.tasks) == TULU3_DEV_TASKS and resolved.resume is True
     assert resolved.generation.backend == "vllm"
     settings = {name: resolved.tasks[name] for name in TULU3_DEV_TASKS}
     assert (settings["gsm8k"].num_shots, settings["gsm8k"].olmes_id, settings["gsm8k"].lm_eval_task) == (
@@ -57,6 +58,7 @@ def test_tulu3_dev_dry_run_lists_every_task_with_its_settings(tmp_path):
     assert statuses["popqa"] == "runnable; needs: hub dataset akariasai/PopQA (network)"
     assert (settings["popqa"].verifier, settings["popqa"].num_shots, settings["popqa"].olmes_id) == (
         "popqa", 15, "popqa::tulu")
+    assert settings["popqa"].fewshot.path.endswith("assets/olmes/popqa_fewshot.jsonl")  # bundled, offline
     assert statuses["alpaca_eval"].startswith("runnable; needs: hub file tatsu-lab/alpaca_eval/"
                                               "alpaca_eval_gpt4_baseline.json")
     assert "judge endpoint https://api.openai.com/v1 serving gpt-4-1106-preview" in statuses["alpaca_eval"]

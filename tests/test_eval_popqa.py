@@ -1,5 +1,6 @@
-"""PopQA as the tulu3_dev preset runs it, offline on a local file of PopQA-shaped rows: the OLMES prompt
-with few-shot turns, answers cut at a blank line, scored by accepted-answer containment; bad rows set aside."""
+"""PopQA as the tulu3_dev preset runs it, offline on a local file of PopQA-shaped rows: OLMES's `popqa::tulu`
+prompt (its fixed shots as chat turns, the question's own relation left out), answers cut at a blank line,
+scored by accepted-answer containment; bad rows set aside."""
 
 from __future__ import annotations
 
@@ -9,22 +10,49 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF
+from tulu_cli.config import register_resolvers
 from tulu_cli.eval.models import EvalModel
 from tulu_cli.eval.tasks import parse_task
 from tulu_cli.rewards import verify
 from tulu_cli.stages.evaluate import run_task
 
 ROWS = [
-    {"id": 4222362, "subj": "George Rankin", "prop": "occupation", "obj": "politician", "s_pop": 142,
+    {"id": 4222362, "subj": "George Rankin", "prop": "occupation", "prop_id": 22, "obj": "politician", "s_pop": 142,
      "question": "What is George Rankin's occupation?",
      "possible_answers": '["politician", "political leader", "political figure", "polit.", "pol"]'},
-    {"id": 6054, "subj": "Oslo", "prop": "country", "obj": "Norway", "s_pop": 9000,
+    {"id": 6054, "subj": "Oslo", "prop": "country", "prop_id": 182, "obj": "Norway", "s_pop": 9000,
      "question": "In what country is Oslo?", "possible_answers": '["Norway", "Kingdom of Norway"]'},
-    {"id": 77, "subj": "Blue Lagoon", "prop": "genre", "obj": "drama", "s_pop": 30,
+    {"id": 77, "subj": "Blue Lagoon", "prop": "genre", "prop_id": 91, "obj": "drama", "s_pop": 30,
      "question": "What genre is Blue Lagoon?", "possible_answers": '["drama", "drama film"]'},
-    {"id": 78, "subj": "Nobody", "prop": "genre", "obj": "jazz", "s_pop": 3,
+    {"id": 78, "subj": "Nobody", "prop": "genre", "prop_id": 91, "obj": "jazz", "s_pop": 3,
      "question": "What genre is Nobody?", "possible_answers": "jazz"},
 ]
+
+# OLMES's popqa::tulu input for PopQA's first test row (an occupation question), written out by hand from OLMES:
+# `popqa::tulu` (oe_eval/configs/tasks.py) is the popqa task in chat format with the shots as earlier turns
+# (fewshot_as_multiturn); its 15 shots are FEWSHOT_SOURCES["popqa"] (oe_eval/tasks/fewshot_sources.py) in order
+# without the one of the question's own relation (Thomas Widdrington's occupation), each "Q: {question} A:"
+# answered by its object; rendered with the model's chat template (here the Tulu one, eos <|end_of_text|>).
+GEORGE_RANKIN_PROMPT = (
+    "<|user|>\nQ: In what city was Glover Morrill Allen born? A:\n<|assistant|>\nWalpole<|end_of_text|>\n"
+    "<|user|>\nQ: What genre is The Arab? A:\n<|assistant|>\nadventure film<|end_of_text|>\n"
+    "<|user|>\nQ: Who is the father of Qasim ibn Muhammad ibn Abi Bakr? A:\n"
+    "<|assistant|>\nMuhammad ibn Abi Bakr<|end_of_text|>\n"
+    "<|user|>\nQ: In what country is Cora? A:\n<|assistant|>\nUnited States of America<|end_of_text|>\n"
+    "<|user|>\nQ: Who was the producer of Genre? A:\n<|assistant|>\nDon Hertzfeldt<|end_of_text|>\n"
+    "<|user|>\nQ: Who was the director of Up in the Air? A:\n<|assistant|>\nHoward Bretherton<|end_of_text|>\n"
+    "<|user|>\nQ: What is Lima the capital of? A:\n<|assistant|>\nPeru<|end_of_text|>\n"
+    "<|user|>\nQ: Who was the screenwriter for Trivandrum Lodge? A:\n<|assistant|>\nAnoop Menon<|end_of_text|>\n"
+    "<|user|>\nQ: Who was the composer of 1983? A:\n<|assistant|>\nGopi Sundar<|end_of_text|>\n"
+    "<|user|>\nQ: What color is chalk? A:\n<|assistant|>\nwhite<|end_of_text|>\n"
+    "<|user|>\nQ: What is the religion of Spring Arbor University? A:\n"
+    "<|assistant|>\nFree Methodist Church<|end_of_text|>\n"
+    "<|user|>\nQ: What sport does Harry Clay play? A:\n<|assistant|>\nassociation football<|end_of_text|>\n"
+    "<|user|>\nQ: Who is the author of B\u00b2FH paper? A:\n<|assistant|>\nWilliam Alfred Fowler<|end_of_text|>\n"
+    "<|user|>\nQ: Who is the mother of Terry Fox? A:\n<|assistant|>\nBetty Fox<|end_of_text|>\n"
+    "<|user|>\nQ: What is the capital of Kingdom of Italy? A:\n<|assistant|>\nFlorence<|end_of_text|>\n"
+    "<|user|>\nQ: What is George Rankin's occupation? A:\n<|assistant|>\n"
+)
 
 
 def test_popqa_scores_an_accepted_answer_as_olmes_does():
@@ -46,10 +74,10 @@ def test_popqa_preset_runs_offline_on_a_local_file(tmp_path, tiny_model_factory,
     model_dir = tmp_path / "model"
     tiny_model_factory(seed=3).save_pretrained(model_dir)
     tiny_tokenizer.save_pretrained(model_dir)
-    preset = OmegaConf.to_container(OmegaConf.load(CONF / "eval" / "tulu3_dev.yaml"))["tasks"]["popqa"]
+    register_resolvers()
+    preset = OmegaConf.to_container(OmegaConf.load(CONF / "eval" / "tulu3_dev.yaml"), resolve=True)["tasks"]["popqa"]
     assert (preset["num_shots"], preset["max_new_tokens"], preset["stop"]) == (15, 15, ["\n\n"])
-    preset.update(num_shots=2, max_new_tokens=8, data={"path": str(data)},
-                  fewshot={**preset["fewshot"], "path": str(data)})
+    preset.update(max_new_tokens=8, data={"path": str(data)})
     spec = parse_task("popqa", preset)
     generation = {"backend": "hf", "batch_size": 4, "max_new_tokens": 8, "temperature": 0.0, "top_p": 1.0, "seed": 0}
     model = EvalModel({"path": str(model_dir), "chat_template": "tulu", "dtype": "float32",
@@ -60,10 +88,12 @@ def test_popqa_preset_runs_offline_on_a_local_file(tmp_path, tiny_model_factory,
     (reject,) = rejects
     assert (reject.row, reject.field, reject.reason) == (4, "possible_answers", "bad_eval_row")
     assert str(data) in reject.source and "JSON list" in reject.detail
-    first = predictions[0]
-    # the two shots are earlier chat turns, each question in the OLMES form
-    assert first["prompt"].count("Q: What is George Rankin's occupation? A:") == 2
-    assert "Q: In what country is Oslo? A:" in first["prompt"] and "politician" in first["prompt"]
+    assert predictions[0]["prompt"] == GEORGE_RANKIN_PROMPT
+    # a country question gets the occupation shot and not the country one; each prompt has 15 shots
+    oslo = predictions[1]["prompt"]
+    assert oslo.startswith("<|user|>\nQ: What is Thomas Widdrington's occupation? A:\n<|assistant|>\npolitician")
+    assert "Cora" not in oslo and oslo.endswith("<|user|>\nQ: In what country is Oslo? A:\n<|assistant|>\n")
+    assert all(row["prompt"].count("<|assistant|>") == 16 for row in predictions)
     scores = [verify("popqa", row["response"], row["ground_truth"]) for row in predictions]
     assert [row["scores"]["accuracy"] for row in predictions] == scores
     assert result.value == pytest.approx(sum(scores) / 3)

@@ -69,7 +69,7 @@ def test_few_shot_turns_come_before_the_question_in_the_chat_template():
                               "fewshot": {"examples": [{"question": "1+1?", "answer": "2"},
                                                        {"question": "2+2?", "answer": "4"},
                                                        {"question": "3+3?", "answer": "6"}]}})
-    shots = load_shots(spec)
+    shots = load_shots(spec).for_item()
     assert shots == [("Q: 1+1?", "2"), ("Q: 2+2?", "4")]
     messages = with_shots(shots, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q: 5+5?"}])
     text = render_chat(messages, "tulu")
@@ -80,6 +80,20 @@ def test_few_shot_turns_come_before_the_question_in_the_chat_template():
     too_many = parse_task("g", {**spec.settings, "num_shots": 5})
     with pytest.raises(TaskConfigError, match="num_shots=5"):
         load_shots(too_many)
+
+
+def test_skip_same_leaves_out_the_shots_of_the_items_own_group_and_keeps_the_source_order():
+    examples = [{"question": q, "answer": a, "kind": k} for q, a, k in
+                [("1+1?", "2", "add"), ("2*3?", "6", "mul"), ("5-1?", "4", "sub"), ("2+5?", "7", "add")]]
+    settings = {"type": "generative", "metric": "accuracy", "data": {"path": "x.jsonl"}, "num_shots": 2,
+                "fewshot": {"examples": examples, "skip_same": "kind"}}
+    shots = load_shots(parse_task("g", settings))
+    assert shots.for_item("add") == [("2*3?", "6"), ("5-1?", "4")]
+    assert shots.for_item("mul") == [("1+1?", "2"), ("5-1?", "4")]
+    assert shots.for_item("div") == [("1+1?", "2"), ("2*3?", "6")]
+    # an "add" item has two shots left once its own two are out: asking for three is an error
+    with pytest.raises(TaskConfigError, match="num_shots=3 .* 2 once an item's own 'kind' is left out"):
+        load_shots(parse_task("g", {**settings, "num_shots": 3}))
 
 
 def test_task_selection_errors_name_the_field():

@@ -30,6 +30,8 @@ class Item:
     verifier: str | None = None
     choices: list[str] = field(default_factory=list)
     answer: int | None = None
+    # The row's `fewshot.skip_same` field: shots of the same group are left out of its prompt.
+    shot_group: str | None = None
 
 
 class RowProblem(Exception):
@@ -95,7 +97,11 @@ def _generative_item(spec: TaskSpec, row: Mapping[str, Any], fields: dict, index
     if not isinstance(verifier, str):
         raise RowProblem(fields["dataset"], "no verifier: set the task's `verifier` or give each row a `dataset`")
     _check_ground_truth(verifier, truth, fields["ground_truth"], messages)
-    return Item(id=str(row.get(fields["id"], index)), messages=messages, ground_truth=truth, verifier=verifier)
+    skip_same = (spec.settings.get("fewshot") or {}).get("skip_same") if spec.get("num_shots", 0) else None
+    if skip_same and row.get(skip_same) is None:
+        raise RowProblem(skip_same, f"field {skip_same!r} is needed to leave the item's own group out of its shots")
+    return Item(id=str(row.get(fields["id"], index)), messages=messages, ground_truth=truth, verifier=verifier,
+                shot_group=None if not skip_same else str(row[skip_same]))
 
 
 def _check_ground_truth(verifier: str, truth: str, field_name: str, messages: list[dict]) -> None:

@@ -44,7 +44,8 @@ def run_generative(
     """Return the task's metrics and one prediction row per item."""
     shots = load_shots(spec)
     template = spec.get("chat_template", "tulu")
-    prompts = [render_chat(with_shots(shots, item.messages), template, tokenizer) for item in items]
+    prompts = [render_chat(with_shots(shots.for_item(item.shot_group), item.messages), template, tokenizer)
+               for item in items]
     completions = generate_in_length_order(backend, prompts, sampling_for(spec, generation))
     stops = list(spec.get("stop", []))
     responses = [cut_at_stop(completion.text, stops) for completion in completions]

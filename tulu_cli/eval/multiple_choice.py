@@ -29,7 +29,7 @@ def run_multiple_choice(spec: TaskSpec, items: list[Item], model, tokenizer, bat
     requests, owners = [], []
     contexts = []
     for index, item in enumerate(items):
-        context = render_chat(with_shots(shots, item.messages), template, tokenizer)
+        context = render_chat(with_shots(shots.for_item(), item.messages), template, tokenizer)
         contexts.append(context)
         for choice_index, choice in enumerate(item.choices):
             option = string.ascii_uppercase[choice_index] if letters else choice
