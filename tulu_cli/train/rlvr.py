@@ -40,7 +40,7 @@ from tulu_cli.train.lora import (
 from tulu_cli.train.optim import build_optimizer, build_scheduler
 from tulu_cli.train.rl.data import prepare_rlvr, prompt_rows
 from tulu_cli.train.rl.engine_check import check_engine_logprobs
-from tulu_cli.train.rl.experience import experience_stats, make_experience
+from tulu_cli.train.rl.experience import experience_stats, make_experience, old_logprobs_from_update
 from tulu_cli.train.rl.kl import ESTIMATORS
 from tulu_cli.train.rl.metrics import PhaseTimes, step_metrics
 from tulu_cli.train.rl.models import PolicyAndValue, load_value_model
@@ -127,7 +127,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     warmup = int(algo.get("value_warmup_steps") or 0) if algorithm == "ppo" else 0
     accelerator.print(
         f"{algorithm}: {plan.total_steps} rollout batches of {algo.prompts_per_rollout} prompts x "
-        f"{samples} samples, {updates_per_rollout} updates each, {state.num_processes} rank(s)"
+        f"{samples} samples, {updates_per_rollout} updates each, {state.num_processes} rank(s); old "
+        f"log-probs from {'the update' if old_logprobs_from_update(algorithm, algo) else 'a policy forward'}"
     )
 
     # --- loop: rollout -> score -> update ---

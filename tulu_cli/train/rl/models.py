@@ -59,7 +59,8 @@ def load_value_model(model_cfg: Mapping[str, Any], reward_model_path: str | None
 
 
 class PolicyAndValue(nn.Module):
-    """Forward returns (policy logits, values or None)."""
+    """Forward returns (policy logits, values or None); `with_policy=False` runs the value model alone
+    (logits None)."""
 
     def __init__(self, policy: nn.Module, value: ValueModel | None):
         super().__init__()
@@ -68,8 +69,8 @@ class PolicyAndValue(nn.Module):
         # accelerate sizes DeepSpeed's "auto" buckets from `model.config.hidden_size`.
         self.config = policy.config
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, with_policy: bool = True):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-        logits = self.policy(**inputs, use_cache=False).logits
+        logits = self.policy(**inputs, use_cache=False).logits if with_policy else None
         values = self.value(**inputs) if self.value is not None else None
         return logits, values

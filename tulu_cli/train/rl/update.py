@@ -11,6 +11,9 @@ beta * KL. `loss_aggregation` reduces it over the trained (weight 1) response to
   micro-batches (every token weighs the same; TRL's `bnpo` over the whole minibatch);
 - `sequence_mean`: each sequence's token mean, averaged over the minibatch's trained sequences (every
   sequence weighs the same; the GRPO paper's form, TRL's `grpo` loss type).
+
+With one epoch of one minibatch, an experience may leave its old log-probs to the update
+(`Experience.old_from_update`): each micro-batch's forward, on the sampling weights, records them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from collections import defaultdict
 import torch
 
 from tulu_cli.train.loop import backward_and_step
-from tulu_cli.train.rl.experience import Experience, gather_response
+from tulu_cli.train.rl.experience import (
+    Experience,
+    gather_response,
+    policy_outputs,
+    record_policy_outputs,
+    response_entropy,
+)
 from tulu_cli.train.rl.kl import kl_estimate
 from tulu_cli.train.rl.losses import clipped_policy_loss, clipped_value_loss
 from tulu_cli.train.rl.sequences import build_batch
@@ -52,7 +61,10 @@ def update_policy(
     preset has).
     """
     count = len(experience.responses)
-    minibatch = count // int(algo_cfg.minibatches_per_rollout)
+    epochs, minibatches = int(algo_cfg.epochs_per_rollout), int(algo_cfg.minibatches_per_rollout)
+    if experience.old_from_update and epochs * minibatches != 1:
+        raise ValueError("old log-probs can come from the update only with one epoch of one minibatch")
+    minibatch = count // minibatches
     micro = int(train_cfg.per_device_batch_size)
     accumulation = minibatch // micro
     aggregation = algo_cfg.loss_aggregation
@@ -63,7 +75,7 @@ def update_policy(
     # Every row reports its algorithm's loss terms, even when all updates of a batch were skipped.
     for key in ("value_loss", "value_clipped_tokens") if algorithm == "ppo" else ("kl_loss",):
         totals[key] = 0.0
-    for _ in range(int(algo_cfg.epochs_per_rollout)):
+    for _ in range(epochs):
         order = torch.randperm(count, generator=generator).tolist()
         for start in range(0, count, minibatch):
             indices = order[start : start + minibatch]
@@ -73,6 +85,19 @@ def update_policy(
             )
             if global_tokens == 0:
                 # Nothing to learn from (every GRPO group was skipped): no update, same schedule.
+                if experience.old_from_update:
+                    # No update forward either: the KL and entropy metrics need one.
+                    for offset in range(0, minibatch, micro):
+                        policy_outputs(
+                            model,
+                            experience,
+                            indices[offset : offset + micro],
+                            algo_cfg,
+                            pad_id,
+                            train_cfg.packing,
+                            accelerator.device,
+                            temperature,
+                        )
                 scheduler.step()
                 totals["skipped_updates"] += 1
                 continue
@@ -130,11 +155,14 @@ def micro_batch_loss(
     responses = [experience.responses[i] for i in indices]
     batch = build_batch(prompts, responses, pad_id, packing, device)
     logits, values = model(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))
-    logprobs, new_values, _ = gather_response(
-        batch["labels"], logits, values, [len(r) for r in responses], temperature=temperature
-    )
+    lengths = [len(r) for r in responses]
+    logprobs, new_values, _ = gather_response(batch["labels"], logits, values, lengths, temperature=temperature)
     width = logprobs.shape[1]
     rows = torch.tensor(indices, device=device)
+    if experience.old_from_update:
+        # This forward runs on the sampling weights: its log-probs are the old ones (ratio 1).
+        entropy = response_entropy(batch["labels"], logits, lengths, temperature)
+        record_policy_outputs(experience, indices, logprobs, entropy, algo_cfg)
     weight = (experience.mask[rows, :width] * experience.weights[rows, None]).float()
     policy_loss, clipped = clipped_policy_loss(
         logprobs,
