@@ -115,3 +115,20 @@ def test_trials_stop_early_only_when_decided(monkeypatch):
         trials_run.append(0)
         language.detect_language(text)
     assert min(trials_run) < language.TRIALS and max(trials_run) == language.TRIALS
+
+
+def test_profiles_are_langdetects_own():
+    """The profile table built from the files is the one `DetectorFactory.load_profile` builds: same
+    languages, same n-grams in the same order, same probabilities bit for bit."""
+    import numpy as np
+    from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
+
+    from tulu_cli.rewards.language import load_profiles
+
+    factory = DetectorFactory()
+    factory.load_profile(PROFILES_DIRECTORY)
+    langs, row_of, table = load_profiles()
+    assert langs == factory.langlist
+    assert list(row_of) == list(factory.word_lang_prob_map) and list(row_of.values()) == list(range(len(row_of)))
+    expected = np.array(list(factory.word_lang_prob_map.values()))
+    assert table.dtype == expected.dtype and np.array_equal(table, expected)

@@ -102,3 +102,39 @@ def test_a_hostile_file_gets_every_row_written_within_the_limit(tmp_path, monkey
     assert re.search(r"7 rows in [\d.]+s \([\d,]+ rows/s\), 4 with errors, 1 timed out", result.output)
     assert re.search(r"verify: \d+/7 rows", result.output)  # progress lines outside a terminal
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _shaped_lines() -> list[str]:
+    """Rows of every shape the output is made from: appended to (after a comma, or to an empty object),
+    re-serialised (fields already there, not an object, not JSON), over several chunks of two workers."""
+    language = json.dumps({"func_name": "validate_response_language", "language": "en"})
+    ifeval = json.dumps({"instruction_id_list": ["language:response_language", "change_case:english_capital"],
+                         "kwargs": [{"language": "de"}, {}]})  # fmt: skip
+    shapes = [
+        json.dumps({"dataset": "ifeval", "ground_truth": language, "response": "The river runs by the old mill."}),
+        json.dumps({"dataset": "ifeval", "ground_truth": ifeval, "response": "DER FLUSS FLIESST AN DER MÜHLE VORBEI."}),
+        json.dumps({"dataset": "gsm8k", "ground_truth": "7", "response": "so 7"}, ensure_ascii=False) + "   ",
+        json.dumps({"dataset": "gsm8k", "ground_truth": "7", "response": "sept — 7 €"}, ensure_ascii=False),
+        "{}",
+        json.dumps({"dataset": "gsm8k", "ground_truth": "7", "response": "7", "verified": 0.5}),
+        json.dumps({"dataset": "gsm8k", "ground_truth": "7", "response": "7", "error": "old"}),
+        json.dumps(["gsm8k", "7"]),
+        '{"dataset": "gsm8k", "response": "a\rb"}',
+    ]
+    return [shapes[index % len(shapes)] for index in range(300)]
+
+
+def test_lines_written_are_the_lines_scored_in_process(tmp_path):
+    """The parent makes most output lines from a worker's verdict and its own copy of the line: the file
+    is byte for byte what scoring every line in this process gives."""
+    from tulu_cli.rewards.verify_file import score_line, verify_command
+
+    lines = _shaped_lines()
+    source, out = tmp_path / "shapes.jsonl", tmp_path / "shapes.verified.jsonl"
+    source.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    assert verify_command(source, out, loose=False, workers=2) == 0
+    expected = [score_line(number, text, loose=False, timeout_s=5.0)[4] for number, text in enumerate(lines, 1)]
+    assert out.read_text(encoding="utf-8").splitlines() == expected
+    rows = [json.loads(line) for line in expected]
+    assert [row["verified"] for row in rows[:5]] == [1.0, 0.5, 1.0, 1.0, 0.0]
+    assert rows[4] == {"verified": 0.0, "error": "row 5: missing field 'dataset'"}

@@ -11,14 +11,17 @@ checks it against langdetect itself.
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
+import os
 import random
 import re
 import threading
 
 import numpy as np
 from langdetect.detector import Detector
-from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
+from langdetect.detector_factory import PROFILES_DIRECTORY
 from langdetect.language import Language
 from langdetect.utils.ngram import NGram
 
@@ -34,11 +37,35 @@ _SPACES = re.compile(" {2,}")
 # Latin Extended Additional block (U+1E00-U+1EFF).
 _LATIN = re.compile("[A-z]")
 _NON_LATIN = re.compile("[\u0300-\u1dff\u1f00-\U0010ffff]")
-_TOKEN = re.compile("[^ ]+ ?")
 # Draws are read ahead in blocks of this many words of generator output.
 _READ_AHEAD_WORDS = 256
 # Far above the rounding error of summing seven probabilities, far below any real lead.
 _MARGIN = 1e-9
+
+
+def load_profiles(directory: str = PROFILES_DIRECTORY) -> tuple[list[str], dict[str, int], np.ndarray]:
+    """`DetectorFactory.load_profile(directory)` as arrays, built without its per-entry Python loop: the
+    languages (in its order, that of `os.listdir`), the row of every n-gram (in its `word_lang_prob_map`
+    order) and the table of probabilities (n-gram x language: `freq / n_words[len - 1]` for n-grams of 1
+    to 3 characters, else 0)."""
+    profiles = []
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if not name.startswith(".") and os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                profiles.append(json.load(handle))
+    grams = dict.fromkeys(itertools.chain.from_iterable(profile["freq"] for profile in profiles))
+    row_of = {gram: row for row, gram in enumerate(grams)}
+    table = np.zeros((len(row_of), len(profiles)))
+    for column, profile in enumerate(profiles):
+        freq = profile["freq"]
+        rows = np.fromiter(map(row_of.__getitem__, freq), dtype=np.intp, count=len(freq))
+        lengths = np.fromiter(map(len, freq), dtype=np.intp, count=len(freq))
+        counts = np.fromiter(freq.values(), dtype=np.float64, count=len(freq))
+        kept = (lengths >= 1) & (lengths <= NGram.N_GRAM)
+        n_words = np.asarray(profile["n_words"], dtype=np.float64)[lengths[kept] - 1]
+        table[rows[kept], column] = counts[kept] / n_words
+    return [profile["name"] for profile in profiles], row_of, table
 
 
 class _Profiles:
@@ -46,21 +73,21 @@ class _Profiles:
     per-word n-gram rows."""
 
     def __init__(self) -> None:
-        with warming_up():  # loading the profiles takes seconds, once per process
-            factory = DetectorFactory()
-            factory.load_profile(PROFILES_DIRECTORY)
-            self.row_of = {gram: row for row, gram in enumerate(factory.word_lang_prob_map)}
-            self.table = np.array(list(factory.word_lang_prob_map.values()), dtype=np.float64)
-        self.langs: list[str] = list(factory.langlist)
+        with warming_up():  # loading the profiles takes a fraction of a second, once per process
+            self.langs, self.row_of, self.table = load_profiles()
         self.chars = _NormalizedChars()
-        self.words: dict[str, list[int]] = {}
+        self.words = _WordNgrams(self.row_of)
 
-    def word_ngrams(self, token: str) -> list[int]:
-        """The profile rows of `Detector._extract_ngrams` over one word (and the space after it, when
-        there is one), starting from the fresh buffer every word starts with."""
-        rows = self.words.get(token)
-        if rows is not None:
-            return rows
+
+class _WordNgrams(dict):
+    """The profile rows of `Detector._extract_ngrams` over one word (and the space after it, when there
+    is one), starting from the fresh buffer every word starts with; computed once per distinct word."""
+
+    def __init__(self, row_of: dict[str, int]) -> None:
+        super().__init__()
+        self.row_of = row_of
+
+    def __missing__(self, token: str) -> list[int]:
         rows, buffer, capital_word = [], " ", False
         for char in token:
             last = buffer[-1]
@@ -81,9 +108,9 @@ class _Profiles:
                     row = self.row_of.get(gram)
                     if row is not None:
                         rows.append(row)
-        if len(self.words) >= _MAX_CACHED_WORDS:
-            self.words.clear()
-        self.words[token] = rows
+        if len(self) >= _MAX_CACHED_WORDS:
+            self.clear()
+        self[token] = rows
         return rows
 
 
@@ -151,12 +178,13 @@ def _prepared_text(text: str) -> str:
     return text
 
 
-def _ngram_rows(profiles: _Profiles, text: str) -> list[int]:
-    normalized = text.translate(profiles.chars)
-    rows: list[int] = []
-    for match in _TOKEN.finditer(normalized):
-        rows += profiles.word_ngrams(match.group())
-    return rows
+def _ngram_rows(profiles: _Profiles, text: str) -> np.ndarray:
+    words = text.translate(profiles.chars).split(" ")
+    # The tokens `[^ ]+ ?` matches: every word with the space after it, the last one without.
+    tokens = [word + " " for word in words[:-1] if word]
+    if words[-1]:
+        tokens.append(words[-1])
+    return np.fromiter(itertools.chain.from_iterable(map(profiles.words.__getitem__, tokens)), dtype=np.intp)
 
 
 def _trial(table: np.ndarray, rows: np.ndarray, weight: float, position: int) -> tuple[np.ndarray, int]:
@@ -197,14 +225,13 @@ def _trial(table: np.ndarray, rows: np.ndarray, weight: float, position: int) ->
         current = current.copy()
 
 
-def _language(profiles: _Profiles, rows: list[int]) -> str:
+def _language(profiles: _Profiles, rows: np.ndarray) -> str:
     """`Detector._detect_block` after the n-grams (seeded trials until the probabilities converge, the
     mean over the trials), then `Detector.detect`'s pick of the most probable language.
 
     The trials stop early once the leader cannot be overtaken: each trial adds at most 1/7 to any
     language, so a lead larger than that times the trials left (and a margin far above rounding) decides.
     """
-    row_array = np.array(rows, dtype=np.intp)
     total = np.zeros(len(profiles.langs))
     position, kept_gauss = 0, None
     for trial in range(1, TRIALS + 1):
@@ -214,7 +241,7 @@ def _language(profiles: _Profiles, rows: list[int]) -> str:
         else:
             gauss, kept_gauss = 0.0 + kept_gauss * 1.0, None
         alpha = Detector.ALPHA_DEFAULT + gauss * Detector.ALPHA_WIDTH
-        prob, position = _trial(profiles.table, row_array, alpha / Detector.BASE_FREQ, position)
+        prob, position = _trial(profiles.table, rows, alpha / Detector.BASE_FREQ, position)
         total += prob / TRIALS
         if trial < TRIALS:
             leader, runner_up = np.argsort(total)[:-3:-1]
@@ -236,4 +263,4 @@ def detect_language(text: str) -> str | None:
         if _profiles is None:
             _profiles = _Profiles()
         rows = _ngram_rows(_profiles, _prepared_text(text))
-        return _language(_profiles, rows) if rows else None
+        return _language(_profiles, rows) if len(rows) else None

@@ -14,6 +14,7 @@ import atexit
 import json
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,13 @@ CHUNK_CHARS = 1 << 20
 # Chunks a worker may hold (one running, one waiting), and rows read ahead per worker.
 CHUNKS_IN_FLIGHT = 2
 READ_AHEAD_CHUNKS = 4
+# Bytes of replies read from a worker at once.
+READ_BYTES = 1 << 20
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 Payload = list
 Failed = Callable[[Any, VerifyResult], Payload]
+Complete = Callable[[Any, Payload], Payload]
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Ready:
 class _Job:
     seq: int
     item: Any
+    # The item as the chunk carries it: JSON, or for a "line" item its text (see `_chunk`).
     encoded: str
     # The last row of the chunk it was sent in.
     last: bool = False
@@ -75,7 +80,9 @@ class _Worker:
         )  # fmt: skip
         os.close(to_child_read)
         os.close(from_child_write)
-        self.inbox = Connection(from_child_read, writable=False)
+        # Replies come as JSON lines, read in bulk; `partial` holds the start of an unfinished one.
+        self.inbox = from_child_read
+        self.partial = b""
         self._outbox = Connection(to_child_write, readable=False)
         # Sends happen on a thread: a write to a worker stuck mid-chunk must never block the clock.
         self._sends: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -109,7 +116,7 @@ class _Worker:
         self.proc.wait()
         self._sends.put(None)
         self._sender.join(timeout=5)
-        self.inbox.close()
+        os.close(self.inbox)
         self._outbox.close()
 
 
@@ -152,13 +159,14 @@ class VerifierPool:
             yield VerifyResult(*payload)
 
     def run(self, kind: str, items: Iterable[Any], *, loose: bool, timeout_s: float, failed: Failed,
-            profile: str = "default") -> Iterator[Payload]:  # fmt: skip
+            profile: str = "default", complete: Complete | None = None) -> Iterator[Payload]:  # fmt: skip
         """Payloads of `items` in order; `failed(item, result)` makes the payload of a row that hung or
-        whose worker died. Reads ahead a bounded number of items, so memory does not grow with rows."""
+        whose worker died, `complete(item, payload)` (when given) the final payload from a worker's reply.
+        Reads ahead a bounded number of items, so memory does not grow with rows."""
         with self._lock:
             if self._pid != os.getpid():
                 raise RuntimeError("a VerifierPool cannot be used from a forked child process")
-            run = _Run(self, kind, loose, float(timeout_s), failed, profile)
+            run = _Run(self, kind, loose, float(timeout_s), failed, profile, complete)
             try:
                 yield from run.results(iter(items))
             finally:
@@ -179,9 +187,9 @@ class _Run:
     """The bookkeeping of one `VerifierPool.run` call."""
 
     def __init__(self, pool: VerifierPool, kind: str, loose: bool, timeout_s: float, failed: Failed,
-                 profile: str):  # fmt: skip
+                 profile: str, complete: Complete | None):  # fmt: skip
         self.pool, self.kind, self.loose, self.timeout_s, self.failed = pool, kind, loose, timeout_s, failed
-        self.profile = profile
+        self.profile, self.complete = profile, complete
         self.queued: deque[_Job] = deque()
         self.done: dict[int, Payload] = {}
         self.plugins = plugin_modules()
@@ -199,7 +207,8 @@ class _Run:
                     self.done[next_seq] = item.payload
                     next_seq += 1
                 else:
-                    self.queued.append(_Job(next_seq, item, json.dumps(item, ensure_ascii=False)))
+                    encoded = item[1] if self.kind == "line" else json.dumps(item, ensure_ascii=False)
+                    self.queued.append(_Job(next_seq, item, encoded))
                     next_seq += 1
             while next_out in self.done:
                 yield self.done.pop(next_out)
@@ -222,20 +231,30 @@ class _Run:
                     jobs.append(job)
                     chars += len(job.encoded)
                 jobs[-1].last = True
-                header = json.dumps(
-                    {"kind": self.kind, "loose": self.loose, "timeout_s": self.timeout_s, "profile": self.profile,
-                     "plugins": self.plugins}
-                )
-                worker.send(f'{header[:-1]}, "items": [{",".join(job.encoded for job in jobs)}]}}'.encode())
+                worker.send(self._chunk(jobs))
                 worker.pending.extend(jobs)
                 worker.chunks += 1
+
+    def _chunk(self, jobs: list[_Job]) -> bytes:
+        """A JSON header line; then for "line" items their texts, one a line (a JSONL line holds no
+        newline), their numbers in the header; else `items` in the header, as JSON."""
+        header = {"kind": self.kind, "loose": self.loose, "timeout_s": self.timeout_s, "profile": self.profile,
+                  "plugins": self.plugins}  # fmt: skip
+        if self.kind == "line":
+            header["numbers"] = [job.item[0] for job in jobs]
+            return (json.dumps(header) + "\n" + "\n".join(job.encoded for job in jobs)).encode()
+        encoded = json.dumps(header)
+        return f'{encoded[:-1]}, "items": [{",".join(job.encoded for job in jobs)}]}}'.encode()
 
     def _collect(self) -> None:
         """Wait for replies (or the next deadline), then kill and replace any worker past its limit."""
         workers = self.pool._workers()
         now = time.monotonic()
         wait_s = min([0.5, *(deadline - now for deadline in map(self._deadline, workers) if deadline)])
-        ready = wait([worker.inbox for worker in workers], timeout=max(0.0, wait_s))
+        poller = select.poll()
+        for worker in workers:
+            poller.register(worker.inbox, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(max(0.0, wait_s) * 1000)}
         for worker in list(workers):
             if worker.inbox in ready and not self._drain(worker):
                 self._worker_died(worker)
@@ -256,12 +275,16 @@ class _Run:
         return None
 
     def _drain(self, worker: _Worker) -> bool:
-        """Handle every message waiting from `worker`; False when it has exited."""
+        """Handle the messages waiting from `worker` (one read); False when it has exited."""
         try:
-            while worker.inbox.poll():
-                self._handle(worker, json.loads(worker.inbox.recv_bytes()))
-        except (EOFError, OSError):
+            data = os.read(worker.inbox, READ_BYTES)
+        except OSError:
             return False
+        if not data:
+            return False
+        *lines, worker.partial = (worker.partial + data).split(b"\n")
+        for line in lines:
+            self._handle(worker, json.loads(line))
         return True
 
     def _handle(self, worker: _Worker, message: list) -> None:
@@ -276,7 +299,8 @@ class _Run:
             worker.clock, worker.paused_since = message[1], None
         else:
             job = worker.pending.popleft()
-            self.done[job.seq] = message[1:]
+            payload = message[1:]
+            self.done[job.seq] = payload if self.complete is None else self.complete(job.item, payload)
             if worker.clock is not None:
                 self.pool.slowest_row_s = max(self.pool.slowest_row_s, tag - worker.clock)
             worker.clock = tag if worker.pending else None

@@ -77,9 +77,17 @@ def plugin_modules() -> list[str]:
     )
 
 
+_builtins_loaded = False
+
+
 def _load_builtins() -> None:
-    # Imported for their `@register` side effect; done lazily so importing the registry stays cheap.
-    from tulu_cli.rewards import gsm8k, ifeval, math_answer, popqa  # noqa: F401
+    # Imported for their `@register` side effect; done lazily so importing the registry stays cheap (and
+    # once: every row asks).
+    global _builtins_loaded
+    if not _builtins_loaded:
+        from tulu_cli.rewards import gsm8k, ifeval, math_answer, popqa  # noqa: F401
+
+        _builtins_loaded = True
 
 
 def known_datasets() -> list[str]:

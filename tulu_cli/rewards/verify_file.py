@@ -21,6 +21,8 @@ from tulu_cli.rewards.pool import Ready, VerifierPool
 from tulu_cli.rewards.registry import DEFAULT_TIMEOUT_S, PROFILES, VerifyResult, verify_row
 
 NO_DATASET = "(none)"
+# Output lines written at once.
+_WRITE_LINES = 256
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -34,6 +36,10 @@ def default_workers() -> int:
 
 
 # ---- one line -> [dataset, score, error, timed_out, output line] ----------------------------------------
+# In place of the output line, a compact payload (from a worker, to the parent that holds the line) says
+# how to make it: the fields appended to the row's own text, after a comma or (an empty row) without.
+APPEND, APPEND_TO_EMPTY = 1, 0
+
 def _parse(text: str) -> tuple[Any, str | None]:
     try:
         return json.loads(text), None
@@ -43,27 +49,46 @@ def _parse(text: str) -> tuple[Any, str | None]:
         return None, f"unparsable JSON: {exc}"
 
 
-def _payload(number: int, text: str, row: Any, result: VerifyResult) -> list:
+def _fields(score: float, error: str | None) -> dict:
+    return {"verified": score, **({"error": error} if error is not None else {})}
+
+
+def _appended(text: str, fields: dict, how: int) -> str:
+    """The row's own text with `fields` appended: no re-serialisation of long responses."""
+    added = json.dumps(fields, ensure_ascii=False)[1:]
+    return text.rstrip()[:-1] + (", " if how == APPEND else "") + added
+
+
+def _payload(number: int, text: str, row: Any, result: VerifyResult, *, compact: bool = False) -> list:
     error = f"row {number}: {result.error}" if result.error is not None else None
     dataset = row.get("dataset") if isinstance(row, dict) else None
-    fields = {"verified": result.score, **({"error": error} if error is not None else {})}
-    body = text.rstrip()
-    if isinstance(row, dict) and not fields.keys() & row.keys() and body.endswith("}"):
-        # Append the fields to the row's own text: no re-serialisation of long responses.
-        added = json.dumps(fields, ensure_ascii=False)[1:]
-        line = body[:-1] + (", " if row else "") + added
+    fields = _fields(result.score, error)
+    if isinstance(row, dict) and not fields.keys() & row.keys() and text.rstrip().endswith("}"):
+        how = APPEND if row else APPEND_TO_EMPTY
+        line: str | int = how if compact else _appended(text, fields, how)
     else:
         line = json.dumps({**row, **fields} if isinstance(row, dict) else {"raw": text, **fields},
                           ensure_ascii=False)  # fmt: skip
     return [dataset if isinstance(dataset, str) else NO_DATASET, result.score, error, result.timed_out, line]
 
 
-def score_line(number: int, text: str, *, loose: bool, timeout_s: float, profile: str = "default") -> list:
-    """The payload of one input line, scored in this process (a pool worker runs this)."""
+def complete_line(item: list, payload: list) -> list:
+    """The payload of a line from a worker's compact one (made in the parent, which holds the line)."""
+    line = payload[4]
+    if isinstance(line, int):
+        payload[4] = _appended(item[1], _fields(payload[1], payload[2]), line)
+    return payload
+
+
+def score_line(number: int, text: str, *, loose: bool, timeout_s: float, profile: str = "default",
+               compact: bool = False) -> list:  # fmt: skip
+    """The payload of one input line, scored in this process (a pool worker runs this); `compact`: the
+    output line left for `complete_line` to make where it can."""
     row, error = _parse(text)
     if error is not None:
         return _payload(number, text, None, VerifyResult(0.0, error))
-    return _payload(number, text, row, verify_row(row, loose=loose, timeout_s=timeout_s, profile=profile))
+    result = verify_row(row, loose=loose, timeout_s=timeout_s, profile=profile)
+    return _payload(number, text, row, result, compact=compact)
 
 
 def failed_line(item: list, result: VerifyResult) -> list:
@@ -161,12 +186,18 @@ def verify_command(
     tally = _Tally()
     started = time.monotonic()
     with handle, progress("verify", expected) as bar, VerifierPool(workers) as pool, atomic_open(out) as sink:
+        lines: list[str] = []
         for dataset, score, error, timed_out, line in pool.run(
-            "line", _lines(handle), loose=loose, timeout_s=timeout_s, failed=failed_line, profile=profile
-        ):
-            sink.write(line + "\n")
+            "line", _lines(handle), loose=loose, timeout_s=timeout_s, failed=failed_line, profile=profile,
+            complete=complete_line,
+        ):  # fmt: skip
+            lines.append(line)
+            if len(lines) == _WRITE_LINES:
+                sink.write("\n".join(lines) + "\n")
+                lines.clear()
             tally.add(dataset, score, error, timed_out)
             bar.advance(1)
+        sink.write("".join(line + "\n" for line in lines))
     elapsed = time.monotonic() - started
     console.print(_summary_table(tally))
     console.print(
