@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch; installed first so nothing pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test test-all demo bench lint gpu-check
+.PHONY: install test test-all demo demo-seeds bench lint gpu-check
 
 install: $(BIN)/tulu
 
@@ -24,9 +24,13 @@ test: install
 test-all: install
 	$(BIN)/pytest -q -m "not bench"
 
-# The tiny Tulu 3 pipeline on CPU, end to end.
+# The tiny Tulu 3 pipeline on CPU, end to end (`make demo SEED=N` for another seed).
 demo: install
-	$(BIN)/tulu recipe tiny
+	$(BIN)/tulu recipe tiny $(if $(SEED),--seed $(SEED))
+
+# The tiny pipeline for seeds 1, 2 and 3, then each stage's mean and spread over the seeds.
+demo-seeds: install
+	$(BIN)/tulu recipe tiny_seeds 1 2 3
 
 # On one CUDA GPU (not part of the tests): tiny SFT, DPO and RLVR for a few steps each under one-GPU
 # ZeRO-3 in bf16, PASS/FAIL per stage. Installs a CUDA build of torch when .venv/ does not exist yet.

@@ -32,9 +32,9 @@ def warm_worker():
         ("The answer is 18.", "18", 1.0),
         ("The answer is 18 and not 17", "18", 0.0),
         ("It is 12,345,678 exactly", "12345678", 1.0),
-        # The recipe's number pattern keeps a sign only on decimals, so "-4" is read as "4".
-        ("The answer is -4", "-4", 0.0),
-        ("The answer is -4", "4", 1.0),
+        # A negative answer keeps its sign (the release's pattern read "-4" as "4": profile tulu3_release).
+        ("The answer is -4", "-4", 1.0),
+        ("The answer is -4", "4", 0.0),
         ("The answer is -0.5", "-0.5", 1.0),
         ("It costs 2.50", "2.5", 1.0),  # equal values (the release compared text: profile tulu3_release)
         ("No number here", "3", 0.0),

@@ -40,6 +40,7 @@ EXAMPLES = [
     ("gsm8k: the value counts, not its text", "gsm8k", "The total is $18.00.", "18", 1.0, 0.0),
     ("gsm8k: the answer after ####, not the last number", "gsm8k", "#### 18\nCheck: 3 + 15 = 18 - 0", "18", 1.0, 0.0),
     ("gsm8k: with no number the release compares the whole response", "gsm8k", "eighteen", "eighteen", 0.0, 1.0),
+    ("gsm8k: the release drops the minus sign of an integer", "gsm8k", "10 - 11 = -1\n#### -1", "1", 0.0, 1.0),
     ("math: \\fbox answers (the release's remove_boxed rejects them)", "math", "Answer: \\fbox{x = 5}", "5", 1.0, 0.0),
     ("math: the boxed answer Minerva-normalised as well", "math", "Hence $\\boxed{\\text{12}}$.", "12", 1.0, 0.0),
 ]  # fmt: skip

@@ -1,8 +1,15 @@
 """The tiny task: arithmetic word problems (GSM8K answer style) and simple formatting instructions.
 
-A task a tiny model learns on a CPU in minutes, in every schema of the recipe, so each stage can
-show a measurable gain: SFT rows, preference pairs (chosen = correct or compliant, rejected = a
-plausible wrong answer), RLVR rows with verifier ground truth, and held-out evaluation sets.
+A task a tiny model learns on a CPU in minutes, in every schema of the recipe, built so that each
+stage of the recipe has something to add, as in Tulu 3:
+- SFT teaches the answer formats and the arithmetic, and most instruction constraints;
+- three constraints (title, postscript, quotation marks) are under-covered by the SFT data: most SFT
+  answers to those prompts ignore the constraint, so the SFT model follows them only sometimes.
+  On-policy preference pairs judged by the verifier (chosen = follows, rejected = does not) carry what
+  SFT missed, so DPO raises held-out instruction following; RLVR raises it and the arithmetic further.
+- `mc_test` scores the skill the data teaches: each option is a whole worked answer to an unseen
+  problem (one correct, three with a wrong sum), compared by the model's log-likelihood.
+Held-out evaluation sets never share a prompt with any training file.
 The bundled files under assets/tiny/ are this module's output:
 `python -m tulu_cli.data.tiny_task OUT_DIR` regenerates them byte for byte.
 """
@@ -20,8 +27,13 @@ NAMES = ["Ana", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jin",
 ITEMS = ["apples", "books", "coins", "pens", "shells", "stamps", "cards", "eggs", "rocks", "cups"]
 ANIMALS = ["cat", "dog", "fox", "owl", "bee", "cow", "duck", "frog", "goat", "hen", "lion", "seal"]
 ADJECTIVES = ["small", "quick", "calm", "brave", "soft", "loud", "shy", "happy", "clever", "gentle"]
-CONSTRAINTS = ["lowercase", "uppercase", "end_phrase", "no_commas", "quotation"]
+CONSTRAINTS = ["lowercase", "uppercase", "end_phrase", "no_commas", "quotation", "title", "postscript"]
+# Constraints whose SFT answers mostly ignore the instruction (see SFT_COMPLIANCE).
+UNDER_COVERED = {"quotation", "title", "postscript"}
+# Share of SFT answers to under-covered constraints that follow the instruction.
+SFT_COMPLIANCE = 0.3
 END_PHRASE = "That is all."
+POSTSCRIPT = "P.S."
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,9 @@ def math_problem(rng: random.Random) -> Problem:
         answer = a - b
         prompt = f"{name} has {a} {item}. {name} gives away {b}. How many {item} does {name} have left?"
         work = f"{a} - {b} = {answer}"
-    wrong = answer + rng.choice([-2, -1, 1, 2])
+    offset = rng.choice([-2, -1, 1, 2])
+    # Word problems have no negative answers: a wrong answer below zero goes above instead.
+    wrong = answer + (offset if answer + offset >= 0 else -offset)
     response = f"{name} has {work} {item}.\n#### {answer}"
     wrong_work = work.rsplit("=", 1)[0] + f"= {wrong}"
     wrong_response = f"{name} has {wrong_work} {item}.\n#### {wrong}"
@@ -77,8 +91,23 @@ def instruction_problem(rng: random.Random) -> Problem:
     if kind == "no_commas":
         prompt = f"{ask} Do not use any commas in your response."
         return Problem("if", prompt, base, listed, "ifeval", json.dumps({"func_name": "validate_no_commas"}), kind)
-    prompt = f"{ask} Wrap your entire response with double quotation marks."
-    return Problem("if", prompt, f'"{base}"', base, "ifeval", json.dumps({"func_name": "validate_quotation"}), kind)
+    if kind == "quotation":
+        prompt = f"{ask} Wrap your entire response with double quotation marks."
+        return Problem("if", prompt, f'"{base}"', base, "ifeval", json.dumps({"func_name": "validate_quotation"}), kind)
+    if kind == "title":
+        prompt = f"{ask} Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>."
+        title = f"<<the {animal}>>"
+        return Problem("if", prompt, f"{title}\n{base}", base, "ifeval", json.dumps({"func_name": "validate_title"}), kind)
+    prompt = f"{ask} At the end of your response, please explicitly add a postscript starting with {POSTSCRIPT}"
+    truth = json.dumps({"func_name": "verify_postscript", "postscript_marker": POSTSCRIPT})
+    return Problem("if", prompt, f"{base}\n{POSTSCRIPT} I like the {animal}.", base, "ifeval", truth, kind)
+
+
+def sft_response(problem: Problem, rng: random.Random) -> str:
+    """The SFT answer: the ideal one, except that most answers to under-covered constraints ignore them."""
+    if problem.constraint_type in UNDER_COVERED and rng.random() >= SFT_COMPLIANCE:
+        return problem.wrong_response
+    return problem.response
 
 
 def problems(seed: int, count: int, math_share: float, exclude: set[str]) -> list[Problem]:
@@ -96,10 +125,11 @@ def row_id(prefix: str, text: str) -> str:
     return f"{prefix}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
-def sft_row(problem: Problem, source: str) -> dict:
+def sft_row(problem: Problem, source: str, response: str | None = None) -> dict:
     return {
         "id": row_id(source, problem.prompt),
-        "messages": [{"role": "user", "content": problem.prompt}, {"role": "assistant", "content": problem.response}],
+        "messages": [{"role": "user", "content": problem.prompt},
+                     {"role": "assistant", "content": problem.response if response is None else response}],
         "source": source,
     }
 
@@ -127,35 +157,45 @@ def verifiable_row(problem: Problem, source: str) -> dict:
     }
 
 
-def multiple_choice_rows(seed: int, count: int) -> list[dict]:
-    """MMLU-style items: 'What is a + b?' with four numeric options, scored by log-likelihood."""
+def with_answer(response: str, answer: int, wrong: int) -> str:
+    """A worked answer with its result (after `=` and after `####`) replaced by `wrong`."""
+    work, final = response.rsplit("\n#### ", 1)
+    return work.replace(f"= {answer} ", f"= {wrong} ") + f"\n#### {wrong}"
+
+
+def multiple_choice_rows(math_problems: list[Problem], seed: int) -> list[dict]:
+    """MMLU-style items scored by log-likelihood: the options are four worked answers to the problem,
+    the correct one and three whose result is off by 1 to 3, in ascending order of their result."""
     rng = random.Random(seed)
     rows = []
-    for index in range(count):
-        a, b = rng.randint(1, 30), rng.randint(1, 9)
-        answer = a + b
-        options = sorted({answer, answer + 1, answer - 1, answer + 2} if answer > 1 else {1, 2, 3, 4})
-        rows.append({"id": f"tiny-mc-{index}", "question": f"What is {a} + {b}?",
-                     "choices": [str(option) for option in options], "answer": options.index(answer)})
+    for problem in math_problems:
+        answer = int(problem.ground_truth)
+        wrong = rng.sample([value for value in (answer - 2, answer - 1, answer + 1, answer + 2, answer + 3) if value >= 0], 3)
+        results = sorted([answer, *wrong])
+        choices = [problem.response if value == answer else with_answer(problem.response, answer, value) for value in results]
+        rows.append({"id": row_id("tiny_mc", problem.prompt), "question": problem.prompt,
+                     "choices": choices, "answer": results.index(answer)})
     return rows
 
 
 def build(out_dir: Path) -> dict[str, int]:
     """Write every tiny dataset into `out_dir`; return row counts per file."""
     held_out = problems(seed=7, count=300, math_share=0.6, exclude=set())
-    unseen = {p.prompt for p in held_out}
+    unseen_math = problems(seed=11, count=100, math_share=1.0, exclude={p.prompt for p in held_out})
+    unseen = {p.prompt for p in held_out} | {p.prompt for p in unseen_math}
     train = problems(seed=1, count=4000, math_share=0.75, exclude=unseen)
+    sft_rng = random.Random(5)
     seen = unseen | {p.prompt for p in train}
     preference = problems(seed=2, count=1700, math_share=0.75, exclude=unseen)
     verifiable = problems(seed=3, count=1200, math_share=0.7, exclude=seen)
     files = {
-        "sft_train.jsonl": [sft_row(p, "tiny_sft") for p in train],
+        "sft_train.jsonl": [sft_row(p, "tiny_sft", sft_response(p, sft_rng)) for p in train],
         "prefs_train.jsonl": [preference_row(p, "tiny_prefs") for p in preference[:1500]],
         "prefs_test.jsonl": [preference_row(p, "tiny_prefs") for p in held_out[:200]],
         "rlvr_train.jsonl": [verifiable_row(p, "tiny_rlvr") for p in verifiable],
         "gsm_test.jsonl": [verifiable_row(p, "tiny_gsm") for p in held_out if p.kind == "math"],
         "if_test.jsonl": [verifiable_row(p, "tiny_if") for p in held_out if p.kind == "if"],
-        "mc_test.jsonl": multiple_choice_rows(seed=11, count=100),
+        "mc_test.jsonl": multiple_choice_rows(unseen_math, seed=12),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in files.items():

@@ -1,10 +1,16 @@
 """`tulu eval compare RUN_A RUN_B ... [--plot OUT.png]`: one table of several eval runs (rows: tasks,
 columns: runs labelled by stage or name, e.g. base / sft / dpo / rlvr) and optionally a PNG of the
 scores by stage with the training curves of the evaluated models. A task whose settings differ between
-runs is flagged: its scores are not comparable."""
+runs is flagged: its scores are not comparable.
+
+`--mean` groups the runs by label (e.g. `sft=seed1/eval/sft sft=seed2/eval/sft ...`): each column is one
+label's mean and sample standard deviation over its runs, and a last row gives each column's gain in
+average over the column before it, paired run by run (the k-th run of one label with the k-th of the
+previous one, as a seed sweep lists them), with the spread of those gains."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from rich.console import Console
@@ -12,8 +18,9 @@ from rich.table import Table
 
 from tulu_cli.eval.results import format_value, load_results
 
-USAGE = ("usage: tulu eval compare RUN [RUN ...] [--plot OUT.png]\n"
-         "  RUN: a `tulu eval` run directory or its results.json; LABEL=RUN sets the column label")
+USAGE = ("usage: tulu eval compare RUN [RUN ...] [--plot OUT.png] [--mean]\n"
+         "  RUN: a `tulu eval` run directory or its results.json; LABEL=RUN sets the column label\n"
+         "  --mean: one column per label, mean +- spread of its runs (e.g. one run per seed)")
 
 
 def compare_command(args: list[str]) -> int:
@@ -21,12 +28,18 @@ def compare_command(args: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in args):
         console.print(USAGE, highlight=False)
         return 0
+    mean = "--mean" in args
     try:
-        specs, plot = _parse(args)
+        specs, plot = _parse([arg for arg in args if arg != "--mean"])
         runs = [(label, load_results(path)) for label, path in specs]
+        if mean:
+            groups = grouped_runs([(label or document["label"], document) for label, document in runs])
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}\n{USAGE}", highlight=False)
         return 2
+    if mean:
+        Console(width=max(console.width, 120)).print(mean_table(groups))
+        return 0
     labels = unique_labels([label or document["label"] for (label, document) in runs])
     documents = [document for _, document in runs]
     table, drifted = comparison_table(labels, documents)
@@ -112,6 +125,53 @@ def comparison_table(labels: list[str], documents: list[dict]) -> tuple[Table, l
         table.add_section()
         table.add_row(f"average ({len(complete)} tasks)", "", *[format_value(value) for value in averages])
     return table, drifted
+
+
+def grouped_runs(runs: list[tuple[str, dict]]) -> dict[str, list[dict]]:
+    """Runs by label, in the order labels first appear; every label must have the same number of runs."""
+    groups: dict[str, list[dict]] = {}
+    for label, document in runs:
+        groups.setdefault(label, []).append(document)
+    sizes = {label: len(documents) for label, documents in groups.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"--mean pairs runs label by label, but the labels have different numbers of runs: {sizes}")
+    return groups
+
+
+def mean_and_spread(values: list[float]) -> str:
+    """`mean +- sample std` in points (x100); the spread is left out for a single run."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def mean_table(groups: dict[str, list[dict]]) -> Table:
+    every_run = [document for documents in groups.values() for document in documents]
+    runs_per_label = len(next(iter(groups.values())))
+    table = Table(title=f"tulu eval compare: mean ± sample std over {runs_per_label} runs per column")
+    table.add_column("task")
+    table.add_column("metric")
+    for label in groups:
+        table.add_column(label, justify="right")
+    names = task_names(every_run)
+    for name in names:
+        metric = next(document["tasks"][name]["metric"] for document in every_run if name in document["tasks"])
+        cells = []
+        for documents in groups.values():
+            values = [score(document, name) for document in documents]
+            cells.append("-" if None in values else mean_and_spread(values))
+        table.add_row(name, metric, *cells)
+    complete = [name for name in names if all(score(document, name) is not None for document in every_run)]
+    if len(complete) > 1:
+        averages = {label: [sum(score(document, name) for name in complete) / len(complete) for document in documents]
+                    for label, documents in groups.items()}
+        table.add_section()
+        table.add_row(f"average ({len(complete)} tasks)", "", *[mean_and_spread(values) for values in averages.values()])
+        series = list(averages.values())
+        gains = [[after - before for before, after in zip(previous, current, strict=True)]
+                 for previous, current in zip(series, series[1:], strict=False)]
+        table.add_row("gain over the column before", "", "", *[mean_and_spread(values) for values in gains])
+    return table
 
 
 def write_plot(path: Path, labels: list[str], documents: list[dict]):

@@ -3,6 +3,7 @@
 #   --from STAGE   skip the stages before STAGE (their run directories must exist)
 #   --dry-run      print each stage's resolved config and launch command; run nothing
 #   --runs DIR     where the stages' run directories go
+#   --seed N       the seed of every stage (data order, initialisation, sampling); the same as seed=N
 #   STAGE:key=value   a Hydra override for one stage (e.g. sft:optim.lr=1e-5; sft:resume=true continues a
 #                     killed training stage instead of replacing it)
 #   key=value         a Hydra override for every stage
@@ -18,6 +19,8 @@ parse_recipe_args() {
       --dry-run) DRY_RUN="--dry-run"; shift ;;
       --runs) RUNS="$2"; shift 2 ;;
       --runs=*) RUNS="${1#--runs=}"; shift ;;
+      --seed) EXTRA+=("seed=$2"); shift 2 ;;
+      --seed=*) EXTRA+=("seed=${1#--seed=}"); shift ;;
       -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
       *) EXTRA+=("$1"); shift ;;
     esac
@@ -41,7 +44,12 @@ step() {
   wanted "$name" || { echo "== $name: skipped (--from $FROM)"; return 0; }
   local args=("$@") extra resuming="" kept=() arg
   for extra in "${EXTRA[@]}"; do
-    case "$extra" in "$name":*) args+=("${extra#"$name":}") ;; *:*) ;; *) args+=("$extra") ;; esac
+    case "$extra" in
+      "$name":*) args+=("${extra#"$name":}") ;;
+      *:*) ;;
+      # `tulu eval compare` takes run directories, not config overrides.
+      *) [ "${args[*]:1:2}" = "eval compare" ] || args+=("$extra") ;;
+    esac
   done
   # A step given STAGE:resume=... continues its earlier run instead of replacing it (overwrite=true).
   for arg in "${args[@]}"; do case "$arg" in resume=false) ;; resume=*) resuming=1 ;; esac; done

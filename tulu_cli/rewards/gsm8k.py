@@ -10,7 +10,8 @@ from tulu_cli.rewards import release_profile
 from tulu_cli.rewards.registry import VerifyOptions, register
 
 _THOUSANDS = re.compile(r"(\d),(\d)")
-_NUMBER = re.compile(r"[-+]?\d*\.\d+|\d+")
+# The sign belongs to every number (the release pattern, `[-+]?\d*\.\d+|\d+`, reads "-1" as 1).
+_NUMBER = re.compile(r"[-+]?(?:\d*\.\d+|\d+)")
 _MARKER = "####"
 
 
