@@ -3,6 +3,7 @@ the tiny pipeline runs end to end (slow)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -50,13 +51,36 @@ def test_from_skips_the_earlier_stages(tmp_path):
     assert bad.returncode == 2 and "unknown stage" in bad.stderr
 
 
+def test_seed_reaches_every_stage_of_each_seeds_run(tmp_path):
+    result = recipe("tiny_seeds", "2", "3", "--dry-run", "--runs", str(tmp_path), "sft:train.epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = stage_lines(result.stdout)
+    for seed in (2, 3):
+        mine = [line for line in lines if f"output_dir={tmp_path}/seed{seed}/" in line]
+        assert len(mine) == 10 and all(line.split(" --dry-run")[0].endswith(f"seed={seed}") for line in mine), mine
+    assert sum("train.epochs=1" in line for line in lines) == 2
+
+
+def test_compare_step_takes_no_stage_overrides(tmp_path):
+    """`--seed N` and bare key=value overrides go to the stages, not to `tulu eval compare` (which takes runs)."""
+    for model in ("base", "sft", "dpo", "rlvr"):
+        run = tmp_path / "eval" / model
+        run.mkdir(parents=True)
+        tasks = {"gsm_tiny": {"metric": "accuracy", "value": 0.5, "status": "ok", "settings_hash": "x"}}
+        (run / "results.json").write_text(json.dumps({"label": model, "suite": "tiny", "tasks": tasks}))
+    result = recipe("tiny", "--runs", str(tmp_path), "--from", "compare", "--seed", "3", "optim.lr=1e-3")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    compare_line = next(line for line in stage_lines(result.stdout) if line.startswith("== compare"))
+    assert "seed=3" not in compare_line and "optim.lr" not in compare_line
+    assert (tmp_path / "compare.png").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_tiny_pipeline_end_to_end(tmp_path):
     result = recipe("tiny", "--runs", str(tmp_path), timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "tulu eval compare" in result.stdout and (tmp_path / "compare.png").exists()
-    import json
 
     scores = {name: json.loads((tmp_path / "eval" / name / "results.json").read_text())["tasks"]["gsm_tiny"]["value"]
               for name in ("base", "sft", "dpo", "rlvr")}
