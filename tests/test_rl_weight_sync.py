@@ -39,7 +39,7 @@ def run_learner_job(launcher_name: str, start_model, out, server_url: str | None
     launch.write_launcher_files(launcher, out)
     command = launch.build_command(launcher, "tests.rl_weight_sync_job", out)
     env = {**launch.launch_env(launcher), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return [json.loads((out / f"report_{rank}.json").read_text()) for rank in (0, 1)]
 
