@@ -129,6 +129,7 @@ def test_tiny_preset_learns_the_preference(tmp_path):
     assert evals[-1]["eval/rewards/margin"] > evals[0]["eval/rewards/margin"] > 0
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_rank(start_model, tmp_path):
     """2 CPU ranks x 1 micro-batch and 1 rank x 2 micro-batches train the same model."""
     import torch

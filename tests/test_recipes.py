@@ -22,6 +22,7 @@ def stage_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("== ")]
 
 
+@pytest.mark.slow
 def test_8b_dry_run_prints_every_stage_with_its_published_values(tmp_path):
     result = recipe("tulu3_8b", "--dry-run", "--runs", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -51,6 +52,7 @@ def test_from_skips_the_earlier_stages(tmp_path):
     assert bad.returncode == 2 and "unknown stage" in bad.stderr
 
 
+@pytest.mark.slow
 def test_seed_reaches_every_stage_of_each_seeds_run(tmp_path):
     result = recipe("tiny_seeds", "2", "3", "--dry-run", "--runs", str(tmp_path), "sft:train.epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]

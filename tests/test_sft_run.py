@@ -62,7 +62,8 @@ def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path):
     assert all((tmp_path / job / "final" / "model.safetensors").exists() for job in ("0", "1"))
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+# "sum" is the slower twin of "mean" (same two launches, another loss reduction): slow run only.
+@pytest.mark.parametrize("reduction", ["mean", pytest.param("sum", marks=pytest.mark.slow)])
 def test_two_ranks_match_one_rank_with_gradient_accumulation(tmp_path, reduction):
     """Same effective batch: 1 rank x 2 micro-batches vs 2 ranks x 1 micro-batch -> same model."""
     common = ["conf=tiny", "train.max_steps=4", "train.effective_batch_size=16", "train.per_device_batch_size=8",

@@ -4,7 +4,9 @@ one 2-rank world with every parameter partitioned (read from the line each job l
 reach the weights a `cpu_ddp2` run of the same steps reaches, and write full weights to `final/`;
 an SFT run killed after a checkpoint resumes to the weights of an uninterrupted run.
 
-The runs are shared: one module-scoped fixture per stage runs each configuration once.
+The runs are shared: one module-scoped fixture per stage runs each configuration once. The default
+test run keeps the SFT comparison (the shortest real 2-rank ZeRO-3 world); DPO, RLVR and the
+kill-and-resume run are in the slow run (`make test-all`).
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ def test_final_holds_full_weights_loadable_with_from_pretrained(sft_runs, start_
     assert torch.equal(model.get_input_embeddings().weight, weights["model.embed_tokens.weight"])
 
 
+@pytest.mark.slow
 def test_sft_resumes_after_a_kill_to_the_uninterrupted_weights(sft_runs, start_model, tmp_path):
     run_dir = tmp_path / "killed"
     args = [*SFT, f"model.path={start_model}", *launch("cpu_zero3", run_dir)]
@@ -176,12 +179,14 @@ def dpo_runs(tmp_path_factory, start_model) -> dict[str, Path]:
     return {name: root / name for name in runs}
 
 
+@pytest.mark.slow
 def test_dpo_cached_reference_under_zero3_matches_ddp(dpo_runs, start_model):
     assert_one_sharded_world(dpo_runs["zero3"])
     assert "computed and stored" in (dpo_runs["zero3"] / "logs" / "stage.log").read_text(errors="replace")
     assert_same_training(dpo_runs["zero3"], dpo_runs["ddp"], start_model)
 
 
+@pytest.mark.slow
 def test_dpo_online_reference_under_zero3_matches_ddp(dpo_runs, start_model):
     assert_one_sharded_world(dpo_runs["zero3_online"])
     online, cached = read_metrics(dpo_runs["zero3_online"]), read_metrics(dpo_runs["ddp"])
@@ -208,6 +213,7 @@ def rlvr_runs(tmp_path_factory, start_model) -> dict[str, Path]:
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
 def test_rlvr_generates_from_the_sharded_policy_and_matches_ddp(rlvr_runs, start_model, algorithm):
     zero3, ddp = rlvr_runs[algorithm, "cpu_zero3"], rlvr_runs[algorithm, "cpu_ddp2"]
