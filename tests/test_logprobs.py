@@ -7,8 +7,8 @@ import torch
 
 from tulu_cli.data.chat import IGNORE_INDEX
 from tulu_cli.train import logprobs as logprobs_module
-from tulu_cli.train.logprobs import token_logprobs
-from tulu_cli.train.rl.sequences import response_positions, token_entropy
+from tulu_cli.train.logprobs import LabelledColumns, token_logprobs
+from tulu_cli.train.rl.sequences import response_positions
 
 
 def full_logsoftmax_logprobs(logits, labels, temperature=1.0):
@@ -80,7 +80,9 @@ def test_entropy_at_response_positions_matches_the_full_computation(small_chunks
     positions = response_positions(labels)
     full = torch.log_softmax(logits[:, :-1][positions] / 0.7, dim=-1)
     expected = -(full.exp() * full).sum(-1)
-    torch.testing.assert_close(token_entropy(logits, positions, 0.7), expected)
+    torch.testing.assert_close(LabelledColumns.of(labels, keep=False).entropy(logits, 0.7), expected)
+    kept = LabelledColumns.of(labels)
+    torch.testing.assert_close(kept.entropy(logits.index_select(1, kept.columns), 0.7), expected)
 
 
 def test_no_full_float32_copy_is_made_of_bfloat16_logits(monkeypatch):

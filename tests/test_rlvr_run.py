@@ -59,11 +59,18 @@ def short_run(tmp_path, start_model, algorithm: str, extra_keys: tuple[str, ...]
         assert all(key in row for key in (*REQUIRED, *extra_keys)), sorted(row)
         assert any(key.startswith("verified_rate/") for key in row)
         assert 0.0 <= row["verified_rate"] <= 1.0
+        # Each dataset's rollouts are counted, and the counts tile the batch (GRPO 4x2, PPO 8x1).
+        counts = {key: value for key, value in row.items() if key.startswith("rollouts/")}
+        assert {key.split("/", 1)[1] for key in counts} == {
+            key.split("/", 1)[1] for key in row if key.startswith("verified_rate/")}
+        assert sum(counts.values()) == 8
         assert all(row[phase] >= 0 for phase in PHASES)
         # The phases tile the batch: generation plus the rest is the whole.
         assert row["training_s"] == pytest.approx(sum(row[phase] for phase in PHASES[1:]), rel=1e-6)
         assert row["update_s"] > 0 and row["experience_s"] > 0
     assert (tmp_path / "checkpoints" / "step_00000002" / "trainer_state.json").exists()
+    stage_log = (tmp_path / "logs" / "stage.log").read_text(errors="replace")
+    assert "verified rate, first -> last quarter (1 batches each)" in stage_log
     return metrics
 
 

@@ -1,8 +1,8 @@
 """The tiny RLVR presets learn (slow): from the tiny recipe's DPO model, `tulu rlvr conf=tiny` with only
-`algorithm=` chosen raises the training verified rate (first vs last quarter of the metrics rows),
-for PPO and for GRPO, and PPO does not lower held-out tiny GSM accuracy. GRPO's held-out score is
-printed, not asserted: on 194 problems a run moves it by a few points either way (one run: 36.1 ->
-34.0 from one DPO model, 32.5 -> 37.6 from another)."""
+`algorithm=` chosen raises the training verified rate (first vs last quarter of the metrics rows, at
+the run's dataset mix), for PPO and for GRPO, and PPO does not lower held-out tiny GSM accuracy.
+GRPO's held-out score is printed, not asserted: on 194 problems a run moves it by a few points
+either way."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import run_tulu
 from tulu_cli.runlog import read_metrics
+from tulu_cli.train.rl.trend import quarter_trend
 
 FAST_THREADS = "+launcher.env.OMP_NUM_THREADS=1"
 
@@ -35,12 +36,6 @@ def dpo_model(tmp_path_factory):
     return runs / "dpo" / "final"
 
 
-def quarter_means(rows: list[dict]) -> tuple[float, float]:
-    quarter = max(1, len(rows) // 4)
-    first, last = rows[:quarter], rows[-quarter:]
-    return (sum(r["verified_rate"] for r in first) / quarter, sum(r["verified_rate"] for r in last) / quarter)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(7200)
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
@@ -48,9 +43,12 @@ def test_tiny_preset_raises_the_verified_rate_and_keeps_held_out_gsm(tmp_path, d
     run_dir = tmp_path / algorithm
     run_tulu("rlvr", "conf=tiny", f"algorithm={algorithm}", f"model.path={dpo_model}", f"output_dir={run_dir}",
              timeout=3000)
-    first, last = quarter_means(read_metrics(run_dir))
+    trend = quarter_trend(read_metrics(run_dir))
     before, after = gsm_tiny(tmp_path, dpo_model, "dpo"), gsm_tiny(tmp_path, run_dir / "final", algorithm)
-    print(f"\n{algorithm}: verified rate {first:.3f} -> {last:.3f}; held-out gsm_tiny {before:.3f} -> {after:.3f}")
+    print(f"\n{algorithm}: {trend.describe()}; held-out gsm_tiny {before:.3f} -> {after:.3f}")
+    # At the run's dataset mix: the raw quarter rate also moves with how many IFEval prompts (rate
+    # ~0.85) against GSM8K ones (~0.2) each quarter drew (see tulu_cli/train/rl/trend.py).
+    first, last = trend.standardised
     assert last > first
     if algorithm == "ppo":
         assert after >= before

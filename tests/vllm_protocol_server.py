@@ -6,7 +6,9 @@ Mirrors, from vLLM's source: `POST /v1/completions` (token-id prompts, `n`, `see
 routes (`/init_weight_transfer_engine` joins the group at `rank_offset` and blocks until the learner
 joins; `/update_weights` needs `/start_weight_update` first and receives each announced parameter by
 one broadcast, then `load_weights([(name, tensor)])`, as `NCCLWeightTransferEngine.receive_weights`
-does unpacked) and `/reset_prefix_cache`. The group is gloo over the same TCPStore rendezvous.
+does unpacked), `/reset_prefix_cache` (`success: false` while blocks are held) and
+`/server_info?config_format=json` (its `vllm_config.weight_transfer_config`). The group is gloo over
+the same TCPStore rendezvous, and the stand-in declares that as its transfer backend.
 """
 
 from __future__ import annotations
@@ -32,9 +34,18 @@ class VLLMProtocolServer(LocalJSONServer):
         self.group = None
         self.updating = False
         self._lock = threading.Lock()
+        # What `--weight-transfer-config` would give a real server; `gloo` is this stand-in's own.
+        self.weight_transfer_config: dict | None = {"backend": "gloo"}
+        # How many of the next prefix-cache resets answer `success: false` (blocks still held).
+        self.refused_prefix_cache_resets = 0
+        # When set, `/update_weights` fails with this message before receiving anything, as a real
+        # server does when its weight transfer was never configured.
+        self.update_failure: str | None = None
+        self.completion_requests: list[dict] = []
 
     # --- routes ---
     def completions(self, body: dict) -> dict:
+        self.completion_requests.append({key: value for key, value in body.items() if key != "prompt"})
         prompts = body["prompt"]
         if prompts and isinstance(prompts[0], int):
             prompts = [prompts]
@@ -72,6 +83,8 @@ class VLLMProtocolServer(LocalJSONServer):
     def update_weights(self, body: dict) -> dict:
         if not self.updating:
             raise RuntimeError("start_weight_update must be called before update_weights.")
+        if self.update_failure:
+            raise RuntimeError(self.update_failure)
         info = body["update_info"]
         for name, dtype, shape in zip(info["names"], info["dtype_names"], info["shapes"], strict=True):
             weight = torch.empty(shape, dtype=getattr(torch, dtype))
@@ -93,6 +106,8 @@ class VLLMProtocolServer(LocalJSONServer):
             return {}
         if method == "GET" and path == "/get_world_size":
             return {"world_size": 1}
+        if method == "GET" and path == "/server_info?config_format=json":
+            return {"vllm_config": {"weight_transfer_config": self.weight_transfer_config}}
         if method == "POST" and path == "/v1/completions":
             return self.completions(body)
         if method == "POST" and path == "/init_weight_transfer_engine":
@@ -106,6 +121,9 @@ class VLLMProtocolServer(LocalJSONServer):
             self.updating = False
             return {"message": "Weight update finished"}
         if method == "POST" and path == "/reset_prefix_cache":
+            if self.refused_prefix_cache_resets:
+                self.refused_prefix_cache_resets -= 1
+                return {"success": False}
             self.prefix_cache_resets += 1
             return {"success": True}
         raise KeyError(path)

@@ -1,9 +1,10 @@
 """SFT throughput: `tulu sft` against TRL's SFTTrainer (padding-free), on the same rows in the same
-order, the same batch, sequence length, steps and model, for the tiny Llama and a ~100M-parameter one.
+order, the same batch, sequence length, steps and model, for the tiny Llama and a ~100M-parameter one,
+the latter also with Llama 3's 128k vocabulary (the real tokenizer, `llama3_vocab.py`), as Tulu 3 trains.
 
 Run with `make bench` or `pytest tests/benchmarks/bench_sft.py -m bench -s`. Size (env vars):
 - TULU_BENCH_SFT_STEPS, TULU_BENCH_SFT_BATCH            tiny model: steps per run, rows per step (30, 16)
-- TULU_BENCH_SFT_100M_STEPS, TULU_BENCH_SFT_100M_BATCH  ~100M model: the same (4, 8)
+- TULU_BENCH_SFT_100M_STEPS, TULU_BENCH_SFT_100M_BATCH  ~100M models (both vocabularies): the same (4, 8)
 - TULU_BENCH_SFT_REPEATS   tulu/TRL pairs, run alternately (default 3); the ratio reported is the median
 
 Both sides train on the rows `tulu sft` tokenises from the bundled tiny SFT set (the same token ids and
@@ -35,9 +36,9 @@ import pytest
 from tests.conftest import ROOT, TULU
 
 # (optimizer steps per run, rows per step: one micro-batch) of each model size.
+HUNDRED_M = (int(os.environ.get("TULU_BENCH_SFT_100M_STEPS", "4")), int(os.environ.get("TULU_BENCH_SFT_100M_BATCH", "8")))
 SIZES = {"tiny": (int(os.environ.get("TULU_BENCH_SFT_STEPS", "30")), int(os.environ.get("TULU_BENCH_SFT_BATCH", "16"))),
-         "100m": (int(os.environ.get("TULU_BENCH_SFT_100M_STEPS", "4")),
-                  int(os.environ.get("TULU_BENCH_SFT_100M_BATCH", "8")))}
+         "100m": HUNDRED_M, "100m_llama3_vocab": HUNDRED_M}
 REPEATS = int(os.environ.get("TULU_BENCH_SFT_REPEATS", "3"))
 MAX_LENGTH, LR, SEED = 256, 1e-4, 42
 # ~100M parameters: 16 layers of 6.3M (hidden 768, 12 heads, 4 key-value heads, MLP 2048).
@@ -138,10 +139,18 @@ def save_model(path: Path, tokenizer, init: dict | None, tiny_model_factory) -> 
 
 @pytest.mark.bench
 @pytest.mark.timeout(14400)
-@pytest.mark.parametrize("size", ["tiny", "100m"])
+@pytest.mark.parametrize("size", list(SIZES))
 def test_sft_tokens_per_second_against_trl(size, tmp_path, tiny_tokenizer, tiny_model_factory):
     model = tmp_path / "model"
-    params = save_model(model, tiny_tokenizer, LLAMA_100M if size == "100m" else None, tiny_model_factory)
+    tokenizer = tiny_tokenizer
+    if size == "100m_llama3_vocab":
+        from tests.benchmarks.llama3_vocab import llama3_tokenizer_dir
+        from tulu_cli.config import assets_dir
+        from tulu_cli.modeling import load_tokenizer
+
+        # The rows are tokenised again with this tokenizer, in the Tulu chat format.
+        tokenizer = load_tokenizer({"path": str(llama3_tokenizer_dir())}, assets_dir())
+    params = save_model(model, tokenizer, None if size == "tiny" else LLAMA_100M, tiny_model_factory)
     steps, batch = SIZES[size]
     spec = {"model": str(model), "cache": str(tmp_path / "cache"), "rows": batch * (steps + 1), "steps": steps,
             "batch": batch}

@@ -17,7 +17,7 @@ from tulu_cli.eval.data import Item
 from tulu_cli.eval.prompts import load_shots, render_chat, with_shots
 from tulu_cli.eval.results import mean_metrics
 from tulu_cli.eval.tasks import TaskSpec
-from tulu_cli.train.logprobs import forward_logits, token_logprobs
+from tulu_cli.train.logprobs import labelled_logprobs
 
 
 def run_multiple_choice(spec: TaskSpec, items: list[Item], model, tokenizer, batch_size: int) -> tuple[dict, list[dict]]:
@@ -77,7 +77,7 @@ def continuation_logprobs(model, tokenizer, requests: list[tuple[str, str]], bat
                 attention[row, :len(ids)] = 1
                 labels[row, len(context):len(ids)] = torch.tensor(continuation)
             batch = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
-            logprobs, _ = token_logprobs(forward_logits(model, batch), labels.to(device))
+            logprobs, _ = labelled_logprobs(model, batch, labels.to(device))
             for row, index in enumerate(chunk):
                 results[index] = float(logprobs[row].sum())
     finally:

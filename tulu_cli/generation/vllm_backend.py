@@ -18,7 +18,8 @@ backend is built. The API relied on, all of `vllm.entrypoints.llm.LLM` unless na
   the engine's own model (the in-process V1 engine the external launcher forces,
   `vllm.v1.engine.llm_engine.LLMEngine.model_executor`), which takes Hugging Face parameter names
   and shards each full tensor for its tensor-parallel rank;
-- `LLM.reset_prefix_cache()` after every weight load, so no cached prefix of the old policy is reused.
+- `LLM.reset_prefix_cache() -> bool` after every weight load while the KV cache is awake, so no cached
+  prefix of the old policy is reused (`sleep` at level 1 or 2 discards the cache, prefixes included).
 """
 
 from __future__ import annotations
@@ -103,8 +104,12 @@ class VLLMBackend:
             self.llm.wake_up(tags=["weights"])
             self.sleeping.discard("weights")
         load_parameter_by_parameter(self.engine_model(), named_params)
-        self.llm.reset_prefix_cache()
         self.weights_lost = False
+        # A sleeping KV cache was discarded with everything cached in it; an awake one is reset, which
+        # vLLM refuses (returns False) while blocks are still held.
+        if "kv_cache" not in self.sleeping and not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM refused to reset its prefix cache after a weight load (blocks still held): "
+                               "prefixes cached under the old weights could be reused")
 
     def engine_model(self):
         executor = getattr(self.llm.llm_engine, "model_executor", None)

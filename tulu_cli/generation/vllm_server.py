@@ -9,7 +9,14 @@ as `trl vllm-serve` does (trl/scripts/vllm_serve.py). The routes used, from vLLM
 - `POST /v1/completions` (vllm/entrypoints/openai/completion/protocol.py `CompletionRequest`):
   `prompt` as lists of token ids (no BOS added), `n`, `temperature`, `top_p`, `max_tokens`, `seed`,
   `return_token_ids` (each choice then carries `token_ids`, eos included); `prompt_logprobs: 0` with
-  `max_tokens: 1` for the log-prob check (`choices[i].prompt_logprobs[j][str(token)]["logprob"]`);
+  `max_tokens: 1` for the log-prob check (`choices[i].prompt_logprobs[j][str(token)]["logprob"]`).
+  `top_k`, `min_p` and the repetition/presence/frequency penalties are sent at their neutral values:
+  the server fills fields a request leaves unset from the model's `generation_config.json`
+  (`--generation-config auto`, the default; on 0.31 the presence and frequency penalties too), which
+  the in-process engine's `SamplingParams` and the reference's sampling never do;
+- `GET /server_info?config_format=json` (vllm/entrypoints/serve/dev/server_info/api_router.py), once:
+  `vllm_config.weight_transfer_config` must be set (`--weight-transfer-config`), with the `nccl`
+  backend, which needs the learner's main process on a CUDA device;
 - `GET /get_world_size` and `POST /init_weight_transfer_engine`, `/start_weight_update`,
   `/update_weights`, `/finish_weight_update` (vllm/entrypoints/serve/dev/rlhf/api_router.py, dev
   mode): the workers join a process group with the learner's main process as rank 0
@@ -17,9 +24,12 @@ as `trl vllm-serve` does (trl/scripts/vllm_serve.py). The routes used, from vLLM
   `rank_offset + worker rank`) and, with `packed: false`, receive each parameter of the announced
   `names`/`dtype_names`/`shapes` by one broadcast and load it with `model.load_weights([(name, w)])`
   (`NCCLWeightTransferEngine.receive_weights`);
-- `POST /reset_prefix_cache` (vllm/entrypoints/serve/dev/cache/api_router.py) after each load.
-On GPUs the learner's end of the group is vLLM's own (`nccl_common.trainer_init`, a
-`PyNcclCommunicator`); on a CPU learner it is a gloo group over the same TCPStore rendezvous.
+- `POST /reset_prefix_cache` (vllm/entrypoints/serve/dev/cache/api_router.py) after each load; it
+  answers `{"success": false}` while blocks are still held, and is retried.
+The learner's end of the group is vLLM's own (`nccl_common.trainer_init`, a `PyNcclCommunicator`).
+The tests' stand-in server (a tiny Hugging Face model on CPU) declares the weight-transfer backend
+`gloo`, which no vLLM release has: the learner then joins a gloo group over the same TCPStore
+rendezvous.
 """
 
 from __future__ import annotations
@@ -29,23 +39,35 @@ import json
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import torch
 
 from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_token_ids
+from tulu_cli.train.rl.weight_sync import dtype_name
 
 
 class ServerError(RuntimeError):
     pass
 
 
+# Sampling fields `vllm serve` would otherwise fill from the model's generation config.
+NEUTRAL_SAMPLING = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
+                    "frequency_penalty": 0.0}
+# Weight-transfer backends the learner can join: vLLM's NCCL one, and the tests' CPU stand-in.
+TRANSFER_BACKENDS = ("nccl", "gloo")
+PREFIX_CACHE_RESET_TRIES = 5
+# Seconds the learner waits, before its first broadcast, for a server refusing the update to say so.
+SERVER_FAILURE_GRACE_S = 0.2
+
+
 class WeightChannel:
     """The learner's end (rank 0) of the group the servers' workers joined: one broadcast per tensor."""
 
-    def __init__(self, address: str, port: int, world_size: int, device: torch.device, timeout_s: float):
+    def __init__(self, address: str, port: int, world_size: int, device: torch.device, timeout_s: float,
+                 backend: str = "nccl"):
         self.device = device
-        if device.type == "cuda":
+        if backend == "nccl":
             from vllm.distributed.weight_transfer.nccl_common import trainer_init
 
             torch.cuda.set_device(device)
@@ -90,13 +112,36 @@ class VLLMServerBackend:
         if tensor_parallel_size and any(size != tensor_parallel_size for size in self.world_sizes):
             raise ServerError(f"servers {self.urls} run {self.world_sizes} workers each; the config says "
                               f"server_tensor_parallel_size={tensor_parallel_size}")
+        self.transfer_backend = self._transfer_backend()
+
+    def _transfer_backend(self) -> str:
+        """The servers' weight-transfer backend, checked before any training: a server started without
+        `--weight-transfer-config` would fail only at the first sync, and a learner that cannot join
+        the backend's group would wait there until the rendezvous timed out."""
+        backends = set()
+        for url in self.urls:
+            config = self._request(url, "server_info?config_format=json").get("vllm_config") or {}
+            transfer = config.get("weight_transfer_config") if isinstance(config, dict) else None
+            if not transfer:
+                raise ServerError(f"{url} was started without a weight-transfer config: RLVR sends the policy's "
+                                  "weights to it after every update; start it with "
+                                  "--weight-transfer-config '{\"backend\": \"nccl\"}'")
+            backends.add(transfer.get("backend"))
+        if len(backends) != 1 or not backends <= set(TRANSFER_BACKENDS):
+            raise ServerError(f"servers {self.urls} use weight-transfer backends {sorted(map(str, backends))}; "
+                              "the learner joins one `nccl` group with all of them")
+        backend = backends.pop()
+        if backend == "nccl" and self.device.type != "cuda":
+            raise ServerError(f"the servers receive weights over NCCL, so the learner's main process needs a "
+                              f"CUDA device; it runs on {self.device}")
+        return backend
 
     # --- generation ---
     def generate(self, prompts: Prompts, sampling: SamplingConfig) -> list[list[Completion]]:
         ids = prompt_token_ids(prompts, self.tokenizer)
         body = {"n": sampling.n, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "seed": sampling.seed, "return_token_ids": True,
-                "skip_special_tokens": True}
+                "skip_special_tokens": True, **NEUTRAL_SAMPLING}
         answers = self._per_server(ids, lambda url, part: self._request(url, "v1/completions",
                                                                         {**body, "prompt": part}))
         results = []
@@ -111,7 +156,7 @@ class VLLMServerBackend:
         return results
 
     def prompt_logprobs(self, prompts: list[list[int]]) -> list[list[float]]:
-        body = {"max_tokens": 1, "temperature": 1.0, "prompt_logprobs": 0}
+        body = {"max_tokens": 1, "temperature": 1.0, "prompt_logprobs": 0, **NEUTRAL_SAMPLING}
         answers = self._per_server([list(p) for p in prompts],
                                    lambda url, part: self._request(url, "v1/completions", {**body, "prompt": part}))
         result = []
@@ -134,18 +179,35 @@ class VLLMServerBackend:
         with ThreadPoolExecutor(max_workers=len(self.urls)) as pool:
             pending = [pool.submit(self._request, url, "update_weights", {"update_info": update_info})
                        for url in self.urls]
-            sent = 0
-            for (name, tensor), meta in zip(named_params, metadata, strict=True):
-                if name != meta.name or tuple(tensor.shape) != tuple(meta.shape):
-                    raise ServerError(f"parameter {name} {tuple(tensor.shape)} does not match its announcement "
-                                      f"{meta.name} {tuple(meta.shape)}")
-                self.channel.send(tensor)
-                sent += 1
+            # A server that fails before its workers reach the broadcasts (an update it refuses) leaves
+            # the sender waiting for receivers that never come, until the group's timeout: its answer,
+            # usually back within this grace, is raised instead; after a send timeout too.
+            wait(pending, timeout=SERVER_FAILURE_GRACE_S, return_when=FIRST_EXCEPTION)
+            try:
+                for (name, tensor), meta in zip(named_params, metadata, strict=True):
+                    if (name, tuple(tensor.shape), dtype_name(tensor)) != (meta.name, tuple(meta.shape), meta.dtype):
+                        raise ServerError(f"parameter {name} {tuple(tensor.shape)} {dtype_name(tensor)} does not "
+                                          f"match its announcement {meta.name} {tuple(meta.shape)} {meta.dtype}")
+                    raise_server_failures(pending)
+                    self.channel.send(tensor)
+            except RuntimeError as error:
+                raise_server_failures(pending, cause=error)
+                raise
             for future in pending:
                 future.result()
         for url in self.urls:
             self._request(url, "finish_weight_update", {})
-            self._request(url, "reset_prefix_cache", {})
+            self._reset_prefix_cache(url)
+
+    def _reset_prefix_cache(self, url: str) -> None:
+        """No prefix cached under the old weights may be reused. vLLM refuses the reset while blocks
+        are still held (in-flight requests finishing), so it is retried for a while."""
+        for attempt in range(PREFIX_CACHE_RESET_TRIES):
+            if self._request(url, "reset_prefix_cache", {}).get("success", True):
+                return
+            time.sleep(0.2 * 2 ** attempt)
+        raise ServerError(f"{url} kept refusing to reset its prefix cache after a weight load "
+                          f"({PREFIX_CACHE_RESET_TRIES} tries): blocks are still held")
 
     def _open_channel(self) -> None:
         world_size = 1 + sum(self.world_sizes)
@@ -158,7 +220,7 @@ class VLLMServerBackend:
                                    {"init_info": {**init, "rank_offset": offset}})
                        for url, offset in zip(self.urls, offsets, strict=True)]
             self.channel = WeightChannel(self.group_address, self.group_port, world_size, self.device,
-                                         self.timeout_s)
+                                         self.timeout_s, self.transfer_backend)
             for future in pending:
                 future.result()
 
@@ -197,3 +259,13 @@ class VLLMServerBackend:
                     raise ServerError(f"no vLLM server answered at {url}/health within {timeout_s:.0f}s: {error}"
                                       ) from None
                 time.sleep(2.0)
+
+
+def raise_server_failures(requests: list[Future], cause: BaseException | None = None) -> None:
+    """Raise the error of any finished request; with `cause` (a failed send), wait briefly for the
+    servers' answers first, since the one that failed explains the send's failure."""
+    if cause is not None:
+        wait(requests, timeout=SERVER_FAILURE_GRACE_S * 25, return_when=FIRST_EXCEPTION)
+    for request in requests:
+        if request.done() and request.exception() is not None:
+            raise request.exception() from cause

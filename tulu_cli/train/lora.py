@@ -113,6 +113,10 @@ class WithoutAdapters:
         self.model.train(mode)
         return self
 
+    def get_base_model(self):
+        """The wrapped transformers model (what a caller inspects for the arguments it takes)."""
+        return self.model.get_base_model()
+
     def __call__(self, *args, **kwargs):
         was_training = self.model.training
         self.model.eval()

@@ -13,14 +13,14 @@ import torch
 from tulu_cli.data.preference_data import pair_sequences
 from tulu_cli.train.batching import collate, read_rows, sequence_index
 from tulu_cli.train.dpo_losses import PairLogprobs
-from tulu_cli.train.logprobs import forward_logits, sequence_logprobs
+from tulu_cli.train.logprobs import sequence_logprobs
 
 
 def forward_pairs(model, pairs: list[dict], pad_id: int, packing: bool, device) -> PairLogprobs:
     sequences = pair_sequences(pairs)
     batch = {key: value.to(device) for key, value in collate(sequences, pad_id, packing).items()}
     index = sequence_index(sequences, packing).to(device)
-    sums, tokens = sequence_logprobs(forward_logits(model, batch), batch["labels"], index, len(sequences))
+    sums, tokens = sequence_logprobs(model, batch, index, len(sequences))
     count = len(pairs)
     return PairLogprobs(sums[:count], sums[count:], tokens[:count], tokens[count:])
 

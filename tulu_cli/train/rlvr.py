@@ -27,6 +27,7 @@ from tulu_cli.generation import SamplingConfig
 from tulu_cli.modeling import load_model, load_tokenizer
 from tulu_cli.progress import track
 from tulu_cli.publish.release import release_final
+from tulu_cli.runlog import read_metrics
 from tulu_cli.tracking import accelerator_options
 from tulu_cli.train.batching import BatchPlan
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
@@ -46,6 +47,7 @@ from tulu_cli.train.rl.metrics import PhaseTimes, step_metrics
 from tulu_cli.train.rl.models import PolicyAndValue, load_value_model
 from tulu_cli.train.rl.rewards import per_dataset_stats, score_rollouts
 from tulu_cli.train.rl.rollout import build_rollout_backend, rollouts_for_all_ranks, samples_on_every_rank
+from tulu_cli.train.rl.trend import quarter_trend
 from tulu_cli.train.rl.update import LOSS_AGGREGATIONS, update_policy
 from tulu_cli.train.rl.weight_sync import sync_rollout_weights
 from tulu_cli.train.runtime import (
@@ -222,6 +224,9 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         if is_due(done, cfg.checkpoint.every_steps, plan.total_steps):
             save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler)
 
+    trend = quarter_trend(read_metrics(run_dir)) if accelerator.is_main_process else None
+    if trend is not None:
+        accelerator.print(trend.describe())
     # --- save ---
     save_final(accelerator, model, tokenizer, run_dir, part="policy")
     accelerator.print(f"saved {run_dir / 'final'}")

@@ -23,7 +23,7 @@ from tulu_cli.progress import track
 from tulu_cli.publish.release import release_final
 from tulu_cli.train.batching import collate, count_trainable, read_rows
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
-from tulu_cli.train.logprobs import forward_logits, token_logprobs
+from tulu_cli.train.logprobs import labelled_logprobs
 from tulu_cli.train.loop import (
     backward_and_step,
     build_plan,
@@ -76,7 +76,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             with accelerator.accumulate(model):
                 batch = {k: v.to(accelerator.device) for k, v in collate(
                     batch_rows, tokenizer.pad_token_id, train.packing).items()}
-                logprobs, _ = token_logprobs(forward_logits(model, batch), batch["labels"])
+                logprobs, _ = labelled_logprobs(model, batch)
                 loss_sum = -logprobs.sum()
                 loss = scaled_loss(loss_sum, train.loss_reduction, global_tokens, accelerator.num_processes,
                                    plan.accumulation_steps)

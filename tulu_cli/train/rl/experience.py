@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tulu_cli.train.logprobs import token_logprobs
+from tulu_cli.train.logprobs import LabelledColumns, labelled_logprobs
 from tulu_cli.train.rl.advantages import gae, group_advantages, whiten
 from tulu_cli.train.rl.kl import kl_estimate
 from tulu_cli.train.rl.sequences import (
@@ -31,7 +31,6 @@ from tulu_cli.train.rl.sequences import (
     response_positions,
     split_responses,
     to_response_matrix,
-    token_entropy,
 )
 
 
@@ -81,26 +80,27 @@ def response_outputs(
     if not with_policy:
         _, values = model(*inputs, with_policy=False)
         return None, to_response_matrix(values[:, :-1], response_positions(batch["labels"]), lengths), None
-    logits, values = model(*inputs)
-    return gather_response(batch["labels"], logits, values, lengths, with_entropy, temperature)
+    kept = LabelledColumns.of(batch["labels"])
+    logits, values = model(*inputs, logits_to_keep=kept.columns)
+    return gather_response(kept, logits, values, lengths, with_entropy, temperature)
 
 
 def gather_response(
-    labels, logits, values, lengths: list[int], with_entropy: bool = False, temperature: float = 1.0
+    kept: LabelledColumns, logits, values, lengths: list[int], with_entropy: bool = False, temperature: float = 1.0
 ):
-    """Per-response tensors from one forward pass. Logits are divided by the sampling temperature, so
-    log-probs and entropy are those of the distribution the responses were sampled from."""
-    logprobs, _ = token_logprobs(logits, labels, temperature)
-    positions = response_positions(labels)
+    """Per-response tensors from one forward pass (logits at `kept`'s positions). Logits are divided by
+    the sampling temperature, so log-probs and entropy are those of the distribution the responses were
+    sampled from."""
+    logprobs, positions = kept.logprobs(logits, temperature)
     response_logprobs = to_response_matrix(logprobs, positions, lengths)
     response_values = to_response_matrix(values[:, :-1], positions, lengths) if values is not None else None
-    entropy = response_entropy(labels, logits, lengths, temperature) if with_entropy else None
+    entropy = response_entropy(kept, logits, lengths, temperature) if with_entropy else None
     return response_logprobs, response_values, entropy
 
 
 @torch.no_grad()
-def response_entropy(labels, logits, lengths: list[int], temperature: float = 1.0) -> torch.Tensor:
-    return split_responses(token_entropy(logits, response_positions(labels), temperature), lengths)
+def response_entropy(kept: LabelledColumns, logits, lengths: list[int], temperature: float = 1.0) -> torch.Tensor:
+    return split_responses(kept.entropy(logits, temperature), lengths)
 
 
 @torch.no_grad()
@@ -108,9 +108,7 @@ def reference_logprobs(
     reference, prompts, responses, pad_id: int, packing: bool, device, temperature: float = 1.0
 ) -> torch.Tensor:
     batch = build_batch(prompts, responses, pad_id, packing, device)
-    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
-    logits = reference(**inputs, use_cache=False).logits
-    logprobs, _ = token_logprobs(logits, batch["labels"], temperature)
+    logprobs, _ = labelled_logprobs(reference, batch, temperature=temperature)
     return to_response_matrix(logprobs, response_positions(batch["labels"]), [len(r) for r in responses])
 
 

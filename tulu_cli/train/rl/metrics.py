@@ -49,6 +49,7 @@ def step_metrics(
     for name, (reward, verified, rollouts_of_dataset) in merged_datasets(accelerator, datasets).items():
         row[f"verified_rate/{name}"] = verified / rollouts_of_dataset
         row[f"reward/{name}"] = reward / rollouts_of_dataset
+        row[f"rollouts/{name}"] = rollouts_of_dataset
     row.update(
         {
             "kl": total(experience["kl_sum"]) / max(tokens, 1.0),

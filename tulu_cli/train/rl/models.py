@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tulu_cli.modeling import attention_implementation, cover_tokenizer
+from tulu_cli.train.logprobs import keeps_chosen_logits
 
 
 class ValueModel(nn.Module):
@@ -66,11 +67,21 @@ class PolicyAndValue(nn.Module):
         super().__init__()
         self.policy = policy
         self.value = value
+        self.policy_keeps_chosen_logits = keeps_chosen_logits(policy)
         # accelerate sizes DeepSpeed's "auto" buckets from `model.config.hidden_size`.
         self.config = policy.config
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, with_policy: bool = True):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, with_policy: bool = True,
+                logits_to_keep: torch.Tensor | None = None):
+        """`logits_to_keep`: the positions whose logits to return (all when None); values cover every
+        position."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-        logits = self.policy(**inputs, use_cache=False).logits if with_policy else None
+        logits = self.policy_logits(inputs, logits_to_keep) if with_policy else None
         values = self.value(**inputs) if self.value is not None else None
         return logits, values
+
+    def policy_logits(self, inputs: dict, logits_to_keep: torch.Tensor | None) -> torch.Tensor:
+        if logits_to_keep is None or not self.policy_keeps_chosen_logits:
+            logits = self.policy(**inputs, use_cache=False).logits
+            return logits if logits_to_keep is None else logits.index_select(1, logits_to_keep)
+        return self.policy(**inputs, use_cache=False, logits_to_keep=logits_to_keep).logits

@@ -2,7 +2,7 @@
 tensors with the response left-aligned (what advantages and losses work on).
 
 Sequences go through the shared `collate` (padding-free packing or right padding) with labels on the
-response tokens only, so `token_logprobs` picks out exactly the response positions.
+response tokens only, so `LabelledColumns` picks out exactly the response positions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from torch.nn.utils.rnn import pad_sequence
 
 from tulu_cli.data.chat import IGNORE_INDEX
 from tulu_cli.train.batching import collate
-from tulu_cli.train.logprobs import chunk_rows
 
 
 def build_batch(
@@ -49,17 +48,3 @@ def split_responses(flat: torch.Tensor, lengths: list[int]) -> torch.Tensor:
 def length_mask(lengths: list[int], device=None) -> torch.Tensor:
     width = max(lengths)
     return torch.arange(width, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
-
-
-def token_entropy(logits: torch.Tensor, positions: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature) at the True entries of `positions` (a mask over
-    `labels[:, 1:]`, as from `response_positions`), in row-major order; float32, a chunk of positions
-    at a time (no float32 copy of the whole logits tensor)."""
-    rows = torch.nn.functional.pad(positions, (0, 1)).reshape(-1).nonzero().squeeze(1)
-    flat = logits.reshape(-1, logits.shape[-1])
-    out = torch.empty(rows.shape[0], dtype=torch.float32, device=logits.device)
-    step = chunk_rows(logits.shape[-1])
-    for start in range(0, rows.shape[0], step):
-        logprobs = torch.log_softmax(flat.index_select(0, rows[start : start + step]).float() / temperature, dim=-1)
-        out[start : start + step] = -(logprobs.exp() * logprobs).sum(dim=-1)
-    return out

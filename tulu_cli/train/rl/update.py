@@ -22,6 +22,7 @@ from collections import defaultdict
 
 import torch
 
+from tulu_cli.train.logprobs import LabelledColumns
 from tulu_cli.train.loop import backward_and_step
 from tulu_cli.train.rl.experience import (
     Experience,
@@ -154,14 +155,16 @@ def micro_batch_loss(
     prompts = [experience.prompts[i] for i in indices]
     responses = [experience.responses[i] for i in indices]
     batch = build_batch(prompts, responses, pad_id, packing, device)
-    logits, values = model(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))
+    kept = LabelledColumns.of(batch["labels"])
+    logits, values = model(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"),
+                           logits_to_keep=kept.columns)
     lengths = [len(r) for r in responses]
-    logprobs, new_values, _ = gather_response(batch["labels"], logits, values, lengths, temperature=temperature)
+    logprobs, new_values, _ = gather_response(kept, logits, values, lengths, temperature=temperature)
     width = logprobs.shape[1]
     rows = torch.tensor(indices, device=device)
     if experience.old_from_update:
         # This forward runs on the sampling weights: its log-probs are the old ones (ratio 1).
-        entropy = response_entropy(batch["labels"], logits, lengths, temperature)
+        entropy = response_entropy(kept, logits, lengths, temperature)
         record_policy_outputs(experience, indices, logprobs, entropy, algo_cfg)
     weight = (experience.mask[rows, :width] * experience.weights[rows, None]).float()
     policy_loss, clipped = clipped_policy_loss(

@@ -27,6 +27,11 @@ class ParamMeta:
     shape: tuple[int, ...]
 
 
+def dtype_name(tensor: torch.Tensor) -> str:
+    """A dtype as the weight-transfer routes name it (`torch.bfloat16` -> "bfloat16")."""
+    return str(tensor.dtype).removeprefix("torch.")
+
+
 def _is_partitioned(param: torch.nn.Parameter) -> bool:
     return hasattr(param, "ds_id")
 
@@ -36,7 +41,7 @@ def parameter_metadata(module: torch.nn.Module) -> list[ParamMeta]:
     return [
         ParamMeta(
             name,
-            str(param.dtype).removeprefix("torch."),
+            dtype_name(param),
             tuple(param.ds_shape if _is_partitioned(param) else param.shape),
         )
         for name, param in module.named_parameters()
@@ -77,7 +82,7 @@ def sync_rollout_weights(accelerator, backend, model) -> None:
     if is_lora_model(policy):
         # The engine holds the plain model: it gets the weights with the adapters merged in (LoRA never
         # runs under ZeRO-3, so nothing is gathered). The metadata pass merges once more, to size them.
-        metadata = [ParamMeta(name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape))
+        metadata = [ParamMeta(name, dtype_name(tensor), tuple(tensor.shape))
                     for name, tensor in merged_tensors(policy)]
         params = merged_tensors(policy)
     else:
