@@ -1,5 +1,8 @@
-"""Peak host memory of one packed micro-batch's log-probs with a 128k vocabulary (Llama 3's 128,256):
-the chunked `token_logprobs` against the full float32 log-softmax it replaced, forward and backward.
+"""Peak host memory of one packed micro-batch's log-probs with a 128k vocabulary (Llama 3's 128,256),
+forward and backward: the full float32 log-softmax of every position's logits (the old way), the
+chunked `token_logprobs` over every position's logits, and `labelled_logprobs`, which runs the output
+layer only at the positions that predict a label. The packed row holds rows of 256 tokens whose
+first half is prompt (no label).
 
 Run with `make bench` or `pytest tests/benchmarks/bench_logprobs.py -m bench -s`. Size (env vars):
 - TULU_BENCH_LOGPROB_TOKENS  tokens in the packed row (default 2048; 8192 needs ~20 GB for the old way)
@@ -26,6 +29,7 @@ import pytest
 TOKENS = int(os.environ.get("TULU_BENCH_LOGPROB_TOKENS", "2048"))
 VOCAB = int(os.environ.get("TULU_BENCH_LOGPROB_VOCAB", "128256"))
 ROOT = Path(__file__).resolve().parents[2]
+ROW = 256
 
 
 def current_rss_bytes() -> int:
@@ -41,7 +45,7 @@ def measure(variant: str, tokens: int, vocab: int) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from tests.test_logprobs import full_logsoftmax_logprobs
-    from tulu_cli.train.logprobs import token_logprobs
+    from tulu_cli.train.logprobs import labelled_logprobs, token_logprobs
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
@@ -49,11 +53,15 @@ def measure(variant: str, tokens: int, vocab: int) -> dict:
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     ids = torch.randint(0, vocab, (1, tokens))
     labels = ids.clone()
-    labels[0, :16] = -100  # a prompt
-    compute = {"full_float32": full_logsoftmax_logprobs, "chunked": token_logprobs}[variant]
+    for start in range(0, tokens, ROW):
+        labels[0, start:start + ROW // 2] = -100  # each row's prompt
     before = current_rss_bytes()
     started = time.perf_counter()
-    logprobs, _ = compute(model(input_ids=ids, use_cache=False).logits, labels)
+    if variant == "labelled_only":
+        logprobs, _ = labelled_logprobs(model, {"input_ids": ids, "labels": labels})
+    else:
+        compute = {"full_float32": full_logsoftmax_logprobs, "chunked": token_logprobs}[variant]
+        logprobs, _ = compute(model(input_ids=ids, use_cache=False).logits, labels)
     logprobs.sum().backward()
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -70,17 +78,23 @@ def run_child(variant: str) -> dict:
 
 @pytest.mark.bench
 def test_chunked_logprobs_peak_memory_against_full_float32():
-    full, chunked = run_child("full_float32"), run_child("chunked")
+    full, chunked, labelled = run_child("full_float32"), run_child("chunked"), run_child("labelled_only")
     gib = 1 << 30
-    print(f"\nlog-probs of one packed row, {TOKENS} tokens x {VOCAB} vocabulary, bf16 logits "
-          f"{full['logits_bytes'] / gib:.2f} GiB; peak RSS growth over forward + backward:")
-    for row in (full, chunked):
-        print(f"  {row['variant']:>12}: {row['peak_growth_bytes'] / gib:.2f} GiB, {row['seconds']:.1f} s")
+    print(f"\nlog-probs of one packed row, {TOKENS} tokens x {VOCAB} vocabulary (half of them prompt), bf16 "
+          f"logits of every position {full['logits_bytes'] / gib:.2f} GiB; peak RSS growth over forward + backward:")
+    for row in (full, chunked, labelled):
+        print(f"  {row['variant']:>13}: {row['peak_growth_bytes'] / gib:.2f} GiB, {row['seconds']:.1f} s")
     print(f"  ratio full / chunked: memory {full['peak_growth_bytes'] / chunked['peak_growth_bytes']:.2f}x, "
           f"time {full['seconds'] / chunked['seconds']:.2f}x")
-    assert abs(full["sum"] - chunked["sum"]) <= 1e-4 * abs(full["sum"])
+    print(f"  ratio chunked / labelled_only: memory "
+          f"{chunked['peak_growth_bytes'] / labelled['peak_growth_bytes']:.2f}x, "
+          f"time {chunked['seconds'] / labelled['seconds']:.2f}x")
+    for row in (chunked, labelled):
+        assert abs(full["sum"] - row["sum"]) <= 1e-4 * abs(full["sum"])
     # The old way holds a float32 copy of the logits (twice their bf16 size) on top of them.
     assert chunked["peak_growth_bytes"] < full["peak_growth_bytes"] - full["logits_bytes"]
+    # Only the labelled half of the positions gets logits (and a logits gradient).
+    assert labelled["peak_growth_bytes"] < chunked["peak_growth_bytes"] - full["logits_bytes"] / 2
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ Run with `make bench` or `pytest tests/benchmarks/bench_sft.py -m bench -s`. Siz
 
 Both sides train on the rows `tulu sft` tokenises from the bundled tiny SFT set (the same token ids and
 loss masks: TRL gets them as a tokenised dataset with labels, read sequentially in tulu's batch order),
-mean token loss, AdamW at lr 1e-4, linear schedule, grad-norm clip 1.0, float32, sdpa attention, CPU,
-one process with one intra-op thread each. Padding-free on both sides: each batch's rows are
+mean token loss, AdamW at lr 1e-4, linear schedule, grad-norm clip 1.0, float32 (TRL's default bf16
+autocast off), no gradient checkpointing (TRL's default off), sdpa attention, CPU, one process with
+one intra-op thread each. Padding-free on both sides: each batch's rows are
 concatenated into one row with position ids restarting per row (tulu `train.packing=true`; TRL
 `padding_free=True` without dataset packing, which keeps each step's rows the same as tulu's; TRL's
 `packing=True` would regroup the rows into max-length bins). tulu runs twice per repeat: with sdpa
@@ -103,7 +104,10 @@ def run_trl_child(spec: dict) -> dict:
                        max_steps=spec["steps"], learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0,
                        weight_decay=0.0, max_grad_norm=1.0, max_length=None, padding_free=True, packing=False,
                        train_sampling_strategy="sequential", report_to=[], save_strategy="no",
-                       logging_steps=spec["steps"], use_cpu=True, seed=SEED, dataloader_num_workers=0)
+                       logging_steps=spec["steps"], use_cpu=True, seed=SEED, dataloader_num_workers=0,
+                       # SFTConfig defaults to bf16 autocast and gradient checkpointing; tulu's tiny preset
+                       # runs neither, so both are off here (float32 on both sides, nothing recomputed).
+                       bf16=False, gradient_checkpointing=False)
     model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32, attn_implementation="sdpa")
     trainer = SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer, callbacks=[clock])
     trainer.train()
