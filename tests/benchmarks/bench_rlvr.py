@@ -15,7 +15,8 @@ lr 3e-5 constant, HF generate on CPU, and tulu's verifiers as its reward functio
 timed by wrapping its methods: generation = `_generate`, scoring = `_calculate_rewards`,
 experience = the rest of `_generate_and_score_completions` (the reference model's log-probs;
 advantages), update = the rest of the optimizer step (forward/backward of the micro-batches,
-optimizer). Each side runs in its own process with one intra-op thread.
+optimizer). Each side runs in its own process with one intra-op thread, in float32 (GRPOConfig's bf16
+autocast and gradient-checkpointing defaults turned off, as tulu's tiny preset runs).
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ def run_trl_child(spec: dict) -> dict:
                         max_completion_length=RESPONSE, temperature=TEMPERATURE, top_p=1.0, beta=0.01,
                         epsilon=0.2, num_iterations=1, learning_rate=3e-5, lr_scheduler_type="constant",
                         max_grad_norm=1.0, max_steps=STEPS, shuffle_dataset=False, report_to=[],
-                        save_strategy="no", logging_steps=STEPS, use_cpu=True, seed=SEED, dataloader_num_workers=0)
+                        save_strategy="no", logging_steps=STEPS, use_cpu=True, seed=SEED, dataloader_num_workers=0,
+                        # GRPOConfig defaults to bf16 autocast and gradient checkpointing; tulu's tiny preset
+                        # runs neither (float32 on both sides, nothing recomputed).
+                        bf16=False, gradient_checkpointing=False)
     model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32, attn_implementation="sdpa")
     trainer = GRPOTrainer(model=model, reward_funcs=verifier_reward, args=config, train_dataset=dataset,
                           processing_class=tokenizer)
