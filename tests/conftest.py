@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # The config tree bundled in the package.
 CONF = conf_dir()
 TULU = [sys.executable, "-m", "tulu_cli.cli"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (rendezvous and weight-transfer groups of tests running side by side)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_tulu(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -5,25 +5,18 @@ as server mode), token-id prompts without a second BOS, and the engine/learner l
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import CONF, ROOT
+from tests.conftest import CONF, ROOT, free_port
 from tests.vllm_protocol_server import VLLMProtocolServer
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
 from tulu_cli.generation.hf import HFBackend
 from tulu_cli.modeling import BOS
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_learner_job(launcher_name: str, start_model, out, server_url: str | None = None, group_port: int = 0):

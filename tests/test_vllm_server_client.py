@@ -5,20 +5,13 @@ retried, and a server that fails before receiving weights surfaces its error."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from tests.conftest import free_port
 from tests.vllm_protocol_server import VLLMProtocolServer
 from tulu_cli.generation import SamplingConfig
 from tulu_cli.generation.vllm_server import NEUTRAL_SAMPLING, ServerError, VLLMServerBackend
 from tulu_cli.train.rl.weight_sync import iter_full_parameters, parameter_metadata
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

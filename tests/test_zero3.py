@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import CONF, kill_tulu_when, run_tulu
+from tests.conftest import CONF, free_port, kill_tulu_when, run_tulu
 from tulu_cli.runlog import read_metrics
 
 PARTITIONING = re.compile(r"partitioning \(model\): rank=(\d+) world=(\d+) params=(\d+) zero3=(\d+) "
@@ -31,12 +30,6 @@ PARTITIONING = re.compile(r"partitioning \(model\): rank=(\d+) world=(\d+) param
 # for these runs (SFT, DPO, GRPO, PPO); a step out of place or a wrong reference is far above it.
 RELATIVE_TOLERANCE = 1e-3
 EXTRA_VOCAB = 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(launcher: str, run_dir: Path) -> list[str]:
