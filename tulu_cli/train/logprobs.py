@@ -23,9 +23,9 @@ from tulu_cli.data.chat import IGNORE_INDEX
 CHUNK_ELEMENTS = 1 << 24
 
 
-def forward_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def forward_logits(model, batch: dict[str, torch.Tensor], **options) -> torch.Tensor:
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
-    return model(**inputs, use_cache=False).logits
+    return model(**inputs, use_cache=False, **options).logits
 
 
 def labelled_logprobs(model, batch: dict[str, torch.Tensor], labels: torch.Tensor | None = None,
@@ -33,8 +33,7 @@ def labelled_logprobs(model, batch: dict[str, torch.Tensor], labels: torch.Tenso
     """`token_logprobs(forward_logits(model, batch), labels)` (labels default to `batch["labels"]`),
     with the output layer run only at the positions that predict a label (`LabelledColumns`)."""
     kept = LabelledColumns.of(batch["labels"] if labels is None else labels, keeps_chosen_logits(model))
-    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
-    return kept.logprobs(model(**inputs, use_cache=False, **kept.forward_kwargs()).logits, temperature)
+    return kept.logprobs(forward_logits(model, batch, **kept.forward_kwargs()), temperature)
 
 
 @dataclass
