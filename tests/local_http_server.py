@@ -9,9 +9,14 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _BurstHTTPServer(ThreadingHTTPServer):
+    # Clients open many connections at once (one request per prompt); the default backlog is 5.
+    request_queue_size = 128
+
+
 class LocalJSONServer:
     def __init__(self):
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._http = _BurstHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
 
     @property

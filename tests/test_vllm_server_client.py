@@ -54,7 +54,7 @@ def test_sampling_fields_the_server_would_fill_are_sent_neutral(server, tiny_tok
         assert {key: body[key] for key in NEUTRAL_SAMPLING} == NEUTRAL_SAMPLING
     assert NEUTRAL_SAMPLING == {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
                                 "frequency_penalty": 0.0}
-    assert (sampled["temperature"], sampled["n"], sampled["seed"], sampled["max_tokens"]) == (0.7, 2, 5, 3)
+    assert (sampled["temperature"], sampled["n"], sampled["max_tokens"]) == (0.7, 2, 3)
 
 
 def test_a_refused_prefix_cache_reset_is_retried_and_then_fails_clearly(server, tiny_tokenizer, tiny_model_factory):
@@ -77,3 +77,30 @@ def test_a_server_failing_before_it_receives_raises_its_error(server, tiny_token
     server.update_failure = "Weight transfer not configured"
     with pytest.raises(ServerError, match="Weight transfer not configured"):
         send_weights(backend, learner)
+
+
+def test_each_prompt_is_its_own_request_with_its_own_seed_and_answers_keep_prompt_order(
+        tiny_model_factory, tiny_tokenizer):
+    from tulu_cli.generation.base import prompt_seeds
+    from tulu_cli.generation.hf import HFBackend
+
+    prompts = [tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+               for text in ("What is 2 + 2?", "Name a color.", "Count to three.", "Say hi.", "What is 5 - 1?")]
+    sampling = SamplingConfig(max_new_tokens=6, temperature=1.0, n=2, seed=9)
+    with VLLMProtocolServer(tiny_model_factory(seed=1), tiny_tokenizer) as first, \
+            VLLMProtocolServer(tiny_model_factory(seed=1), tiny_tokenizer) as second:
+        backend = VLLMServerBackend([first.url, second.url], tiny_tokenizer, "127.0.0.1", free_port(),
+                                    connect_timeout_s=30, timeout_s=60)
+        completions = backend.generate(prompts, sampling)
+        again = backend.generate(prompts, sampling)
+        requests = first.completion_requests + second.completion_requests
+    seeds = prompt_seeds(9, len(prompts))
+    assert len(requests) == 2 * len(prompts) and sorted(r["seed"] for r in requests) == sorted(seeds * 2)
+    # Blocks of prompts per server: 3 to the first, 2 to the second.
+    assert len(first.completion_requests) == 6 and len(second.completion_requests) == 4
+    # Each prompt's samples are what the same model draws for that prompt alone with its seed.
+    alone = HFBackend(tiny_model_factory(seed=1), tiny_tokenizer, batch_size=8)
+    for prompt, seed, samples in zip(prompts, seeds, completions, strict=True):
+        expected = alone.generate([prompt], SamplingConfig(max_new_tokens=6, temperature=1.0, n=2, seed=seed))[0]
+        assert [s.token_ids for s in samples] == [s.token_ids for s in expected]
+    assert [[s.token_ids for s in row] for row in again] == [[s.token_ids for s in row] for row in completions]

@@ -22,6 +22,10 @@ from tests.local_http_server import LocalJSONServer
 from tulu_cli.generation import SamplingConfig
 from tulu_cli.generation.hf import HFBackend
 
+# Sampling seeds torch's global generator, which every stand-in in this process shares: requests are
+# answered one at a time, across servers too.
+SAMPLING_LOCK = threading.Lock()
+
 
 class VLLMProtocolServer(LocalJSONServer):
     def __init__(self, model, tokenizer):
@@ -33,7 +37,6 @@ class VLLMProtocolServer(LocalJSONServer):
         self.prefix_cache_resets = 0
         self.group = None
         self.updating = False
-        self._lock = threading.Lock()
         # What `--weight-transfer-config` would give a real server; `gloo` is this stand-in's own.
         self.weight_transfer_config: dict | None = {"backend": "gloo"}
         # How many of the next prefix-cache resets answer `success: false` (blocks still held).
@@ -49,7 +52,7 @@ class VLLMProtocolServer(LocalJSONServer):
         prompts = body["prompt"]
         if prompts and isinstance(prompts[0], int):
             prompts = [prompts]
-        with self._lock:
+        with SAMPLING_LOCK:
             self.prompts_received.extend(list(p) for p in prompts)
             if body.get("prompt_logprobs") is not None:
                 rows = self.backend.prompt_logprobs(prompts)

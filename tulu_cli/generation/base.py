@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -33,6 +35,18 @@ class Completion:
 
 
 Prompts = list[str] | list[list[int]]
+
+
+def prompt_seeds(seed: int, count: int, stream: int = 0) -> list[int]:
+    """One seed for each of `count` prompts sampled in one call with `seed`, for engines that seed each
+    request (vLLM); `stream` tells apart engines that sample different prompts in the same call. vLLM
+    draws a request's `n` samples with seeds `s, s + 1, ..., s + n - 1`
+    (`vllm/v1/engine/parallel_sampling.py`), so one seed for every prompt would give every prompt the
+    same random stream, and consecutive call seeds would share all but one of theirs. Seeds are
+    spread over [0, 2**62) by numpy's `SeedSequence`: windows of any realistic `n` do not overlap in
+    practice, and `s + n` stays inside vLLM's int64 seed field."""
+    entropy = [seed % 2**63, stream % 2**63]
+    return [int(value >> np.uint64(2)) for value in np.random.SeedSequence(entropy).generate_state(count, np.uint64)]
 
 
 def prompt_token_ids(prompts: Prompts, tokenizer) -> list[list[int]]:

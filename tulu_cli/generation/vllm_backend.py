@@ -9,8 +9,9 @@ backend is built. The API relied on, all of `vllm.entrypoints.llm.LLM` unless na
   torch.distributed world, `tensor_parallel_size` consecutive ranks forming one engine
   (`vllm.v1.executor.uniproc_executor.ExecutorWithExternalLauncher`; the same setting as TRL's
   colocate mode, `trl/generation/vllm_generation.py`);
-- `LLM.generate([vllm.inputs.TokensPrompt(prompt_token_ids=...)], vllm.SamplingParams(...))`: token ids
-  go in unchanged, so no BOS is added to what the learner scores; `SamplingParams(prompt_logprobs=0)`
+- `LLM.generate([vllm.inputs.TokensPrompt(prompt_token_ids=...)], [vllm.SamplingParams(...), ...])`: token
+  ids go in unchanged, so no BOS is added to what the learner scores; a list of sampling params is
+  paired with the prompts one by one, which gives every prompt its own seed; `SamplingParams(prompt_logprobs=0)`
   gives each prompt token's log-prob (`RequestOutput.prompt_logprobs`, None at position 0);
 - `LLM.sleep(level)` / `LLM.wake_up(tags=["weights"])` / `LLM.wake_up(tags=["kv_cache"])`: level 2
   frees weights and KV cache while the learner trains; weights are reloaded from the learner anyway;
@@ -24,7 +25,7 @@ backend is built. The API relied on, all of `vllm.entrypoints.llm.LLM` unless na
 
 from __future__ import annotations
 
-from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_token_ids
+from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_seeds, prompt_token_ids
 
 
 def import_vllm():
@@ -38,11 +39,17 @@ def import_vllm():
     return vllm
 
 
-def sampling_params(sampling: SamplingConfig):
+def per_prompt_sampling(sampling: SamplingConfig, count: int, stream: int = 0) -> list[dict]:
+    """`SamplingParams` arguments for each of `count` prompts, each with its own seed (`prompt_seeds`)."""
+    shared = {"n": sampling.n, "temperature": sampling.temperature, "top_p": sampling.top_p,
+              "max_tokens": sampling.max_new_tokens, "skip_special_tokens": True}
+    return [{**shared, "seed": seed} for seed in prompt_seeds(sampling.seed, count, stream)]
+
+
+def sampling_params(sampling: SamplingConfig, count: int, stream: int = 0) -> list:
     from vllm import SamplingParams
 
-    return SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                          max_tokens=sampling.max_new_tokens, seed=sampling.seed, skip_special_tokens=True)
+    return [SamplingParams(**arguments) for arguments in per_prompt_sampling(sampling, count, stream)]
 
 
 def completions_of(output) -> list[Completion]:
@@ -68,6 +75,8 @@ class VLLMBackend:
                             enable_prefix_caching=enable_prefix_caching, enable_sleep_mode=enable_sleep_mode,
                             max_model_len=max_model_len, seed=seed, **options)
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
+        # Engines of one training job differ in this seed and sample different prompts in one call.
+        self.seed = seed
         self.sleep_level = sleep_level if enable_sleep_mode else 0
         self.tp_group = tp_group
         # Memory the engine released (`sleep`) and has not taken back yet: "weights", "kv_cache".
@@ -81,8 +90,9 @@ class VLLMBackend:
         ids = prompt_token_ids(prompts, self.tokenizer)
         group_ids, mine = gather_in_group(ids, self.tp_group)
         self._wake()
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in group_ids], sampling_params(sampling),
-                                    use_tqdm=False)
+        # One `SamplingParams` per prompt (`LLM.generate` pairs a list with the prompts one by one).
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in group_ids],
+                                    sampling_params(sampling, len(group_ids), self.seed), use_tqdm=False)
         self._sleep()
         return [completions_of(output) for output in outputs][mine]
 

@@ -7,8 +7,9 @@ The servers are started with (vLLM 0.31, see the README's RLVR section):
         --weight-transfer-config '{"backend": "nccl"}'
 as `trl vllm-serve` does (trl/scripts/vllm_serve.py). The routes used, from vLLM 0.31's source:
 - `POST /v1/completions` (vllm/entrypoints/openai/completion/protocol.py `CompletionRequest`):
-  `prompt` as lists of token ids (no BOS added), `n`, `temperature`, `top_p`, `max_tokens`, `seed`,
-  `return_token_ids` (each choice then carries `token_ids`, eos included); `prompt_logprobs: 0` with
+  `prompt` as lists of token ids (no BOS added), `n`, `temperature`, `top_p`, `max_tokens`, `seed`
+  (one per request: each sampled prompt gets its own request), `return_token_ids` (each choice then
+  carries `token_ids`, eos included); `prompt_logprobs: 0` with
   `max_tokens: 1` for the log-prob check (`choices[i].prompt_logprobs[j][str(token)]["logprob"]`).
   `top_k`, `min_p` and the repetition/presence/frequency penalties are sent at their neutral values:
   the server fills fields a request leaves unset from the model's `generation_config.json`
@@ -43,7 +44,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import torch
 
-from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_token_ids
+from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_seeds, prompt_token_ids
 from tulu_cli.train.rl.weight_sync import dtype_name
 
 
@@ -57,6 +58,8 @@ NEUTRAL_SAMPLING = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "presen
 # Weight-transfer backends the learner can join: vLLM's NCCL one, and the tests' CPU stand-in.
 TRANSFER_BACKENDS = ("nccl", "gloo")
 PREFIX_CACHE_RESET_TRIES = 5
+# Completion requests the learner keeps open per server: enough to fill a server's batch.
+REQUESTS_IN_FLIGHT = 64
 # Seconds the learner waits, before its first broadcast, for a server refusing the update to say so.
 SERVER_FAILURE_GRACE_S = 0.2
 
@@ -140,19 +143,19 @@ class VLLMServerBackend:
     def generate(self, prompts: Prompts, sampling: SamplingConfig) -> list[list[Completion]]:
         ids = prompt_token_ids(prompts, self.tokenizer)
         body = {"n": sampling.n, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
-                "top_p": sampling.top_p, "seed": sampling.seed, "return_token_ids": True,
-                "skip_special_tokens": True, **NEUTRAL_SAMPLING}
-        answers = self._per_server(ids, lambda url, part: self._request(url, "v1/completions",
-                                                                        {**body, "prompt": part}))
+                "top_p": sampling.top_p, "return_token_ids": True, "skip_special_tokens": True, **NEUTRAL_SAMPLING}
+        # A completion request has one seed for all its prompts, so each prompt goes in its own
+        # request with its own seed (`prompt_seeds`); the server batches concurrent requests.
+        seeds = prompt_seeds(sampling.seed, len(ids))
+        answers = self._per_prompt(ids, lambda url, index: self._request(
+            url, "v1/completions", {**body, "prompt": [ids[index]], "seed": seeds[index]}))
         results = []
-        for part, answer in answers:
+        for answer in answers:
             choices = answer["choices"]
-            if len(choices) != len(part) * sampling.n:
-                raise ServerError(f"asked for {len(part)} prompts x {sampling.n}, got {len(choices)} completions")
-            for index in range(len(part)):
-                mine = choices[index * sampling.n:(index + 1) * sampling.n]
-                results.append([Completion(text=c["text"], token_ids=list(c["token_ids"]),
-                                           finished=c["finish_reason"] == "stop") for c in mine])
+            if len(choices) != sampling.n:
+                raise ServerError(f"asked for {sampling.n} completions of a prompt, got {len(choices)}")
+            results.append([Completion(text=c["text"], token_ids=list(c["token_ids"]),
+                                       finished=c["finish_reason"] == "stop") for c in choices])
         return results
 
     def prompt_logprobs(self, prompts: list[list[int]]) -> list[list[float]]:
@@ -232,6 +235,13 @@ class VLLMServerBackend:
         with ThreadPoolExecutor(max_workers=len(parts) or 1) as pool:
             answers = list(pool.map(lambda item: call(*item), parts))
         return [(part, answer) for (_, part), answer in zip(parts, answers, strict=True)]
+
+    def _per_prompt(self, prompts: list[list[int]], call) -> list[dict]:
+        """`call(url, index)` for every prompt, concurrently, in prompt order; prompts are split evenly
+        over the servers, in contiguous blocks."""
+        size = -(-len(prompts) // len(self.urls))
+        with ThreadPoolExecutor(max_workers=max(1, min(len(prompts), REQUESTS_IN_FLIGHT * len(self.urls)))) as pool:
+            return list(pool.map(lambda index: call(self.urls[index // size], index), range(len(prompts))))
 
     def _request(self, url: str, route: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
