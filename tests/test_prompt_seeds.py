@@ -35,3 +35,8 @@ def test_the_in_process_engine_gets_one_sampling_params_per_prompt_each_with_its
     for a in arguments:
         assert {k: v for k, v in a.items() if k != "seed"} == {
             "n": 4, "temperature": 0.7, "top_p": 0.9, "max_tokens": 12, "skip_special_tokens": True}
+
+
+def test_unseeded_sampling_leaves_the_seed_to_the_engine():
+    arguments = per_prompt_sampling(SamplingConfig(n=2, seed=11), 3, seeded=False)
+    assert [a["seed"] for a in arguments] == [None, None, None]

@@ -104,3 +104,17 @@ def test_each_prompt_is_its_own_request_with_its_own_seed_and_answers_keep_promp
         expected = alone.generate([prompt], SamplingConfig(max_new_tokens=6, temperature=1.0, n=2, seed=seed))[0]
         assert [s.token_ids for s in samples] == [s.token_ids for s in expected]
     assert [[s.token_ids for s in row] for row in again] == [[s.token_ids for s in row] for row in completions]
+
+
+def test_unseeded_sampling_sends_one_request_per_server_without_a_seed(tiny_model_factory, tiny_tokenizer):
+    prompts = [tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+               for text in ("What is 2 + 2?", "Name a color.", "Count to three.")]
+    with VLLMProtocolServer(tiny_model_factory(seed=1), tiny_tokenizer) as first, \
+            VLLMProtocolServer(tiny_model_factory(seed=1), tiny_tokenizer) as second:
+        backend = VLLMServerBackend([first.url, second.url], tiny_tokenizer, "127.0.0.1", free_port(),
+                                    connect_timeout_s=30, timeout_s=60, seed_each_prompt=False)
+        completions = backend.generate(prompts, SamplingConfig(max_new_tokens=4, temperature=1.0, n=3, seed=9))
+        assert [len(r) for r in (first.completion_requests, second.completion_requests)] == [1, 1]
+        assert all("seed" not in r for r in first.completion_requests + second.completion_requests)
+        assert first.prompts_received == prompts[:2] and second.prompts_received == prompts[2:]
+    assert [len(samples) for samples in completions] == [3, 3, 3]

@@ -231,6 +231,7 @@ RULES: dict[str, list] = {
         Number("rollout.temperature", above=0), Number("rollout.top_p", above=0, at_most=1),
         Number("rollout.verifier_reward"), Number("rollout.verify_timeout_s", above=0),
         whole("rollout.verify_workers"), whole("generation.batch_size"), VERIFIER_PROFILE,
+        Flag("generation.vllm.seed_each_prompt"),
     ],
     "eval": [*GENERATION, whole("lm_eval.limit", optional=True), VERIFIER_PROFILE],
     "decontaminate": [

@@ -39,17 +39,19 @@ def import_vllm():
     return vllm
 
 
-def per_prompt_sampling(sampling: SamplingConfig, count: int, stream: int = 0) -> list[dict]:
-    """`SamplingParams` arguments for each of `count` prompts, each with its own seed (`prompt_seeds`)."""
+def per_prompt_sampling(sampling: SamplingConfig, count: int, stream: int = 0, seeded: bool = True) -> list[dict]:
+    """`SamplingParams` arguments for each of `count` prompts: each with its own seed (`prompt_seeds`),
+    or, unseeded, none (the engine's own generator, vLLM's batched sampling path)."""
     shared = {"n": sampling.n, "temperature": sampling.temperature, "top_p": sampling.top_p,
               "max_tokens": sampling.max_new_tokens, "skip_special_tokens": True}
-    return [{**shared, "seed": seed} for seed in prompt_seeds(sampling.seed, count, stream)]
+    seeds = prompt_seeds(sampling.seed, count, stream) if seeded else [None] * count
+    return [{**shared, "seed": seed} for seed in seeds]
 
 
-def sampling_params(sampling: SamplingConfig, count: int, stream: int = 0) -> list:
+def sampling_params(sampling: SamplingConfig, count: int, stream: int = 0, seeded: bool = True) -> list:
     from vllm import SamplingParams
 
-    return [SamplingParams(**arguments) for arguments in per_prompt_sampling(sampling, count, stream)]
+    return [SamplingParams(**arguments) for arguments in per_prompt_sampling(sampling, count, stream, seeded)]
 
 
 def completions_of(output) -> list[Completion]:
@@ -65,7 +67,7 @@ class VLLMBackend:
     def __init__(self, model_path: str | None, tokenizer=None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, dtype: str = "bfloat16", enable_prefix_caching: bool = True,
                  enable_sleep_mode: bool = False, sleep_level: int = 2, max_model_len: int | None = None,
-                 seed: int = 0, colocated: bool = False, tp_group=None):
+                 seed: int = 0, colocated: bool = False, tp_group=None, seed_each_prompt: bool = True):
         vllm = import_vllm()
         if not model_path:
             raise ValueError("generation.backend=vllm needs a model path to load")
@@ -77,6 +79,7 @@ class VLLMBackend:
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
         # Engines of one training job differ in this seed and sample different prompts in one call.
         self.seed = seed
+        self.seed_each_prompt = seed_each_prompt
         self.sleep_level = sleep_level if enable_sleep_mode else 0
         self.tp_group = tp_group
         # Memory the engine released (`sleep`) and has not taken back yet: "weights", "kv_cache".
@@ -92,7 +95,8 @@ class VLLMBackend:
         self._wake()
         # One `SamplingParams` per prompt (`LLM.generate` pairs a list with the prompts one by one).
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in group_ids],
-                                    sampling_params(sampling, len(group_ids), self.seed), use_tqdm=False)
+                                    sampling_params(sampling, len(group_ids), self.seed, self.seed_each_prompt),
+                                    use_tqdm=False)
         self._sleep()
         return [completions_of(output) for output in outputs][mine]
 

@@ -8,8 +8,9 @@ The servers are started with (vLLM 0.31, see the README's RLVR section):
 as `trl vllm-serve` does (trl/scripts/vllm_serve.py). The routes used, from vLLM 0.31's source:
 - `POST /v1/completions` (vllm/entrypoints/openai/completion/protocol.py `CompletionRequest`):
   `prompt` as lists of token ids (no BOS added), `n`, `temperature`, `top_p`, `max_tokens`, `seed`
-  (one per request: each sampled prompt gets its own request), `return_token_ids` (each choice then
-  carries `token_ids`, eos included); `prompt_logprobs: 0` with
+  (one per request: with `seed_each_prompt` each sampled prompt gets its own request; without, no
+  seed and one request per server), `return_token_ids` (each choice then carries `token_ids`, eos
+  included); `prompt_logprobs: 0` with
   `max_tokens: 1` for the log-prob check (`choices[i].prompt_logprobs[j][str(token)]["logprob"]`).
   `top_k`, `min_p` and the repetition/presence/frequency penalties are sent at their neutral values:
   the server fills fields a request leaves unset from the model's `generation_config.json`
@@ -99,7 +100,7 @@ class VLLMServerBackend:
 
     def __init__(self, urls: list[str], tokenizer, group_address: str, group_port: int,
                  device: torch.device | str = "cpu", timeout_s: float = 600.0, connect_timeout_s: float = 600.0,
-                 tensor_parallel_size: int | None = None):
+                 tensor_parallel_size: int | None = None, seed_each_prompt: bool = True):
         if not urls:
             raise ValueError("generation.vllm.mode=server needs generation.vllm.servers (base URLs of `vllm serve`)")
         self.urls = [url.rstrip("/") for url in urls]
@@ -108,6 +109,7 @@ class VLLMServerBackend:
         self.group_port = int(group_port)
         self.device = torch.device(device)
         self.timeout_s = timeout_s
+        self.seed_each_prompt = seed_each_prompt
         self.channel: WeightChannel | None = None
         for url in self.urls:
             self._wait_until_up(url, connect_timeout_s)
@@ -144,18 +146,26 @@ class VLLMServerBackend:
         ids = prompt_token_ids(prompts, self.tokenizer)
         body = {"n": sampling.n, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "return_token_ids": True, "skip_special_tokens": True, **NEUTRAL_SAMPLING}
-        # A completion request has one seed for all its prompts, so each prompt goes in its own
-        # request with its own seed (`prompt_seeds`); the server batches concurrent requests.
-        seeds = prompt_seeds(sampling.seed, len(ids))
-        answers = self._per_prompt(ids, lambda url, index: self._request(
-            url, "v1/completions", {**body, "prompt": [ids[index]], "seed": seeds[index]}))
+        if self.seed_each_prompt:
+            # A completion request has one seed for all its prompts, so each prompt goes in its own
+            # request with its own seed (`prompt_seeds`); the server batches concurrent requests.
+            seeds = prompt_seeds(sampling.seed, len(ids))
+            answers = self._per_prompt(ids, lambda url, index: self._request(
+                url, "v1/completions", {**body, "prompt": [ids[index]], "seed": seeds[index]}))
+            parts = [[prompt] for prompt in ids]
+        else:
+            per_server = self._per_server(ids, lambda url, part: self._request(
+                url, "v1/completions", {**body, "prompt": part}))
+            parts, answers = [part for part, _ in per_server], [answer for _, answer in per_server]
         results = []
-        for answer in answers:
+        for part, answer in zip(parts, answers, strict=True):
             choices = answer["choices"]
-            if len(choices) != sampling.n:
-                raise ServerError(f"asked for {sampling.n} completions of a prompt, got {len(choices)}")
-            results.append([Completion(text=c["text"], token_ids=list(c["token_ids"]),
-                                       finished=c["finish_reason"] == "stop") for c in choices])
+            if len(choices) != len(part) * sampling.n:
+                raise ServerError(f"asked for {len(part)} prompts x {sampling.n}, got {len(choices)} completions")
+            for index in range(len(part)):
+                results.append([Completion(text=c["text"], token_ids=list(c["token_ids"]),
+                                           finished=c["finish_reason"] == "stop")
+                                for c in choices[index * sampling.n:(index + 1) * sampling.n]])
         return results
 
     def prompt_logprobs(self, prompts: list[list[int]]) -> list[list[float]]:

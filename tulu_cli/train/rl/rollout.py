@@ -78,6 +78,7 @@ def build_rollout_backend(
             timeout_s=float(vllm_cfg.timeout_s),
             connect_timeout_s=float(vllm_cfg.connect_timeout_s),
             tensor_parallel_size=int(vllm_cfg.server_tensor_parallel_size),
+            seed_each_prompt=bool(vllm_cfg.get("seed_each_prompt", True)),
         )
     if vllm_cfg.mode != "colocate":
         raise ValueError(f"generation.vllm.mode must be colocate or server, got {vllm_cfg.mode!r}")
@@ -116,6 +117,7 @@ def build_colocated_engine(vllm_cfg, accelerator, tokenizer, model_path: str, ma
         sleep_level=int(vllm_cfg.sleep_level or 0),
         max_model_len=int(vllm_cfg.max_model_len or max_model_len),
         seed=seed + accelerator.process_index // tp,
+        seed_each_prompt=bool(vllm_cfg.get("seed_each_prompt", True)),
         colocated=True,
         tp_group=tp_group,
     )
