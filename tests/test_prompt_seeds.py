@@ -37,6 +37,8 @@ def test_the_in_process_engine_gets_one_sampling_params_per_prompt_each_with_its
             "n": 4, "temperature": 0.7, "top_p": 0.9, "max_tokens": 12, "skip_special_tokens": True}
 
 
-def test_unseeded_sampling_leaves_the_seed_to_the_engine():
+def test_unseeded_or_greedy_sampling_leaves_the_seed_to_the_engine():
     arguments = per_prompt_sampling(SamplingConfig(n=2, seed=11), 3, seeded=False)
     assert [a["seed"] for a in arguments] == [None, None, None]
+    greedy = per_prompt_sampling(SamplingConfig(temperature=0.0, seed=11), 2)
+    assert [a["seed"] for a in greedy] == [None, None]

@@ -106,7 +106,7 @@ def test_each_prompt_is_its_own_request_with_its_own_seed_and_answers_keep_promp
     assert [[s.token_ids for s in row] for row in again] == [[s.token_ids for s in row] for row in completions]
 
 
-def test_unseeded_sampling_sends_one_request_per_server_without_a_seed(tiny_model_factory, tiny_tokenizer):
+def test_unseeded_or_greedy_sampling_sends_one_request_per_server_without_a_seed(tiny_model_factory, tiny_tokenizer):
     prompts = [tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
                for text in ("What is 2 + 2?", "Name a color.", "Count to three.")]
     with VLLMProtocolServer(tiny_model_factory(seed=1), tiny_tokenizer) as first, \
@@ -114,7 +114,10 @@ def test_unseeded_sampling_sends_one_request_per_server_without_a_seed(tiny_mode
         backend = VLLMServerBackend([first.url, second.url], tiny_tokenizer, "127.0.0.1", free_port(),
                                     connect_timeout_s=30, timeout_s=60, seed_each_prompt=False)
         completions = backend.generate(prompts, SamplingConfig(max_new_tokens=4, temperature=1.0, n=3, seed=9))
-        assert [len(r) for r in (first.completion_requests, second.completion_requests)] == [1, 1]
+        # Greedy decoding needs no seed either, whatever the setting.
+        backend.seed_each_prompt = True
+        backend.generate(prompts, SamplingConfig(max_new_tokens=4, temperature=0.0, seed=9))
+        assert [len(r) for r in (first.completion_requests, second.completion_requests)] == [2, 2]
         assert all("seed" not in r for r in first.completion_requests + second.completion_requests)
-        assert first.prompts_received == prompts[:2] and second.prompts_received == prompts[2:]
+        assert first.prompts_received == prompts[:2] * 2 and second.prompts_received == prompts[2:] * 2
     assert [len(samples) for samples in completions] == [3, 3, 3]

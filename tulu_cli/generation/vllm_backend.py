@@ -41,10 +41,10 @@ def import_vllm():
 
 def per_prompt_sampling(sampling: SamplingConfig, count: int, stream: int = 0, seeded: bool = True) -> list[dict]:
     """`SamplingParams` arguments for each of `count` prompts: each with its own seed (`prompt_seeds`),
-    or, unseeded, none (the engine's own generator, vLLM's batched sampling path)."""
+    or, unseeded or greedy, none (the engine's own generator, vLLM's batched sampling path)."""
     shared = {"n": sampling.n, "temperature": sampling.temperature, "top_p": sampling.top_p,
               "max_tokens": sampling.max_new_tokens, "skip_special_tokens": True}
-    seeds = prompt_seeds(sampling.seed, count, stream) if seeded else [None] * count
+    seeds = prompt_seeds(sampling.seed, count, stream) if seeded and sampling.temperature > 0 else [None] * count
     return [{**shared, "seed": seed} for seed in seeds]
 
 

@@ -146,7 +146,7 @@ class VLLMServerBackend:
         ids = prompt_token_ids(prompts, self.tokenizer)
         body = {"n": sampling.n, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "return_token_ids": True, "skip_special_tokens": True, **NEUTRAL_SAMPLING}
-        if self.seed_each_prompt:
+        if self.seed_each_prompt and sampling.temperature > 0:
             # A completion request has one seed for all its prompts, so each prompt goes in its own
             # request with its own seed (`prompt_seeds`); the server batches concurrent requests.
             seeds = prompt_seeds(sampling.seed, len(ids))
