@@ -49,6 +49,15 @@ def prompt_seeds(seed: int, count: int, stream: int = 0) -> list[int]:
     return [int(value >> np.uint64(2)) for value in np.random.SeedSequence(entropy).generate_state(count, np.uint64)]
 
 
+def request_seeds(sampling: SamplingConfig, count: int, stream: int = 0, seed_each_prompt: bool = True
+                  ) -> list[int] | None:
+    """The seeds of `count` prompts' requests (`prompt_seeds`), or None when requests go unseeded:
+    greedy decoding draws nothing, and `seed_each_prompt=False` leaves the draws to the engine."""
+    if not seed_each_prompt or sampling.temperature <= 0:
+        return None
+    return prompt_seeds(sampling.seed, count, stream)
+
+
 def prompt_token_ids(prompts: Prompts, tokenizer) -> list[list[int]]:
     """Prompts as token ids. Text is encoded without special tokens: the rendered prompt already
     carries whatever its format needs, so an engine that added its own BOS would score a sequence

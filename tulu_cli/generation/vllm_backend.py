@@ -25,7 +25,7 @@ backend is built. The API relied on, all of `vllm.entrypoints.llm.LLM` unless na
 
 from __future__ import annotations
 
-from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_seeds, prompt_token_ids
+from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_token_ids, request_seeds
 
 
 def import_vllm():
@@ -44,7 +44,7 @@ def per_prompt_sampling(sampling: SamplingConfig, count: int, stream: int = 0, s
     or, unseeded or greedy, none (the engine's own generator, vLLM's batched sampling path)."""
     shared = {"n": sampling.n, "temperature": sampling.temperature, "top_p": sampling.top_p,
               "max_tokens": sampling.max_new_tokens, "skip_special_tokens": True}
-    seeds = prompt_seeds(sampling.seed, count, stream) if seeded and sampling.temperature > 0 else [None] * count
+    seeds = request_seeds(sampling, count, stream, seeded) or [None] * count
     return [{**shared, "seed": seed} for seed in seeds]
 
 

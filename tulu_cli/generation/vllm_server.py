@@ -45,7 +45,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import torch
 
-from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_seeds, prompt_token_ids
+from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_token_ids, request_seeds
 from tulu_cli.train.rl.weight_sync import dtype_name
 
 
@@ -146,10 +146,10 @@ class VLLMServerBackend:
         ids = prompt_token_ids(prompts, self.tokenizer)
         body = {"n": sampling.n, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "return_token_ids": True, "skip_special_tokens": True, **NEUTRAL_SAMPLING}
-        if self.seed_each_prompt and sampling.temperature > 0:
+        seeds = request_seeds(sampling, len(ids), seed_each_prompt=self.seed_each_prompt)
+        if seeds is not None:
             # A completion request has one seed for all its prompts, so each prompt goes in its own
-            # request with its own seed (`prompt_seeds`); the server batches concurrent requests.
-            seeds = prompt_seeds(sampling.seed, len(ids))
+            # request with its own seed; the server batches concurrent requests.
             answers = self._per_prompt(ids, lambda url, index: self._request(
                 url, "v1/completions", {**body, "prompt": [ids[index]], "seed": seeds[index]}))
             parts = [[prompt] for prompt in ids]
@@ -238,8 +238,12 @@ class VLLMServerBackend:
                 future.result()
 
     # --- HTTP ---
+    def _block_size(self, count: int) -> int:
+        """Prompts per server: `count` prompts are split evenly over the servers, in contiguous blocks."""
+        return -(-count // len(self.urls))
+
     def _per_server(self, prompts: list[list[int]], call) -> list[tuple[list[list[int]], dict]]:
-        size = -(-len(prompts) // len(self.urls))
+        size = self._block_size(len(prompts))
         parts = [(url, prompts[i * size:(i + 1) * size]) for i, url in enumerate(self.urls)]
         parts = [(url, part) for url, part in parts if part]
         with ThreadPoolExecutor(max_workers=len(parts) or 1) as pool:
@@ -247,9 +251,9 @@ class VLLMServerBackend:
         return [(part, answer) for (_, part), answer in zip(parts, answers, strict=True)]
 
     def _per_prompt(self, prompts: list[list[int]], call) -> list[dict]:
-        """`call(url, index)` for every prompt, concurrently, in prompt order; prompts are split evenly
-        over the servers, in contiguous blocks."""
-        size = -(-len(prompts) // len(self.urls))
+        """`call(url, index)` for every prompt, concurrently, in prompt order, each prompt to the server
+        `_per_server` would send it to."""
+        size = self._block_size(len(prompts))
         with ThreadPoolExecutor(max_workers=max(1, min(len(prompts), REQUESTS_IN_FLIGHT * len(self.urls)))) as pool:
             return list(pool.map(lambda index: call(self.urls[index // size], index), range(len(prompts))))
 
