@@ -123,6 +123,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def missing_on_every_rank(accelerator, path) -> bool:
+    """Whether no rank sees `path`, decided by all ranks at once: no rank returns before every rank has
+    looked, so none can have created `path` yet. A per-rank `exists()` would differ on a rank that looks
+    after another has written it, and that rank would skip a collective the others wait in."""
+    from pathlib import Path
+
+    return all_reduce_sum(accelerator, not Path(path).exists()) == accelerator.num_processes
+
+
 def all_reduce_sum(accelerator, value: float) -> float:
     """Sum a number over all ranks (every rank gets the total)."""
     if accelerator.num_processes == 1:
