@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch; installed first so nothing pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test test-all demo demo-seeds bench lint gpu-check
+.PHONY: install test test-all test-lowest demo demo-seeds bench lint gpu-check
 
 install: $(BIN)/tulu
 
@@ -23,6 +23,17 @@ test: install
 # Everything but benchmarks, including the slow end-to-end runs.
 test-all: install
 	$(BIN)/pytest -q -m "not bench"
+
+# The default test run on the oldest versions pyproject.toml admits: every `>=` floor of the package and
+# its dev extra installed exactly (tests/lowest_requirements.py), in .venv-lowest/.
+LOWEST := .venv-lowest
+test-lowest:
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install --quiet --upgrade pip
+	$(LOWEST)/bin/pip install --quiet $(TORCH_SPEC)
+	$(PYTHON) tests/lowest_requirements.py > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/pip install --quiet -e ".[dev]" -c $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/pytest -q
 
 # The tiny Tulu 3 pipeline on CPU, end to end (`make demo SEED=N` for another seed).
 demo: install

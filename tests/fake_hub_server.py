@@ -26,7 +26,9 @@ class FakeHub(LocalJSONServer):
                 repo_id = f"{body['organization']}/{body['name']}"
                 if repo_id in self.repos:
                     return 409, {"error": "You already created this model repo"}, {}
-                self.repos[repo_id] = {"private": body.get("visibility") == "private", "commits": []}
+                # huggingface_hub 2 sends `visibility`; 1.x sends `private`. The hub takes either.
+                private = body.get("visibility") == "private" or body.get("private") is True
+                self.repos[repo_id] = {"private": private, "commits": []}
                 return 200, {"url": f"{self.url}/{repo_id}"}, {}
             if method == "POST" and parts == ["api", "validate-yaml"]:
                 return 200, {"errors": [], "warnings": []}, {}

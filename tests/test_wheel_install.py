@@ -37,7 +37,7 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     work = tmp_path_factory.mktemp("wheel")
     source = work / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, source / name)
     shutil.copytree(ROOT / "tulu_cli", source / "tulu_cli", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
@@ -68,6 +68,10 @@ def test_wheel_holds_every_preset_and_recipe(installed):
     shipped = [f"tulu_cli/{path.relative_to(CONF.parent).as_posix()}" for path in CONF.rglob("*.yaml")]
     shipped += [f"tulu_cli/recipes/{path.name}" for path in recipes_dir().glob("*.sh")]
     assert len(shipped) > 50 and [name for name in shipped if name not in names] == []
+    (license_file,) = [name for name in names if name.endswith(".dist-info/licenses/LICENSE")]
+    assert zipfile.ZipFile(wheel).read(license_file) == (ROOT / "LICENSE").read_bytes()
+    metadata = next(name for name in names if name.endswith(".dist-info/METADATA"))
+    assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
 
 
 def test_installed_tulu_runs_a_bundled_and_a_user_preset_from_another_folder(installed, tmp_path):

@@ -68,7 +68,7 @@ def group_metrics(path: Path) -> list[str] | None:
 def _lm_eval_needs(spec: TaskSpec, resolved: Mapping[str, Any]) -> list[str] | str:
     """What an lm-eval task needs, or why it cannot run."""
     if not installed("lm_eval"):
-        return "lm-eval is not installed"
+        return "lm-eval is not installed (pip install -e '.[eval]')"
     name = spec.settings["lm_eval_task"]
     include = tuple(str(p) for p in [*(resolved.get("lm_eval", {}).get("include_path") or []),
                                      *(spec.get("include_path", []))])

@@ -1,8 +1,9 @@
 """vLLM engine inside this process (GPU nodes): plain generation (eval, preference data) and RLVR's
 `colocate` mode, where every training rank owns an engine that shares its GPU with training.
 
-Written against vLLM 0.31 (the `vllm` extra pins the tested range) and imported only when this
-backend is built. The API relied on, all of `vllm.entrypoints.llm.LLM` unless named otherwise:
+Written against vLLM 0.31 (the `vllm` extra pins the range whose source was read: 0.30 and 0.32 make
+the same calls the same way) and imported only when this backend is built. The API relied on, all of
+`vllm.entrypoints.llm.LLM` unless named otherwise:
 - `LLM(model, tensor_parallel_size, gpu_memory_utilization, dtype, enable_prefix_caching,
   enable_sleep_mode, max_model_len, seed, distributed_executor_backend="external_launcher")`: with
   the external launcher every torchrun/accelerate rank builds its own engine inside the existing
