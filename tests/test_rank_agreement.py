@@ -1,4 +1,4 @@
-"""`missing_on_every_rank` on 2 real CPU ranks: a rank that looks late, after the main process has
+"""`true_on_every_rank` on 2 real CPU ranks: a rank that looks late, after the main process has
 created the path, still gets the answer the main process got, so all ranks take the same collective
 branch (the SFT stage's save of a freshly initialised model as `initial/` relies on it)."""
 

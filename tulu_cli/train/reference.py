@@ -107,10 +107,10 @@ def cached_reference(accelerator, model, pairs, root: Path, key: str, batch_size
     the ranks agree on whether to run the (collective) forward passes.
     """
     from tulu_cli.train.pair_logprobs import dataset_logprobs
-    from tulu_cli.train.runtime import all_reduce_sum
+    from tulu_cli.train.runtime import true_on_every_rank
 
     cached = load_cached(root, key, len(pairs))
-    if all_reduce_sum(accelerator, cached is not None) == accelerator.num_processes:
+    if true_on_every_rank(accelerator, cached is not None):
         return cached, True
     computed = dataset_logprobs(accelerator, model, pairs, batch_size, pad_id, packing)
     if accelerator.is_main_process:

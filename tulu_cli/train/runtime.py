@@ -123,13 +123,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def missing_on_every_rank(accelerator, path) -> bool:
-    """Whether no rank sees `path`, decided by all ranks at once: no rank returns before every rank has
-    looked, so none can have created `path` yet. A per-rank `exists()` would differ on a rank that looks
-    after another has written it, and that rank would skip a collective the others wait in."""
-    from pathlib import Path
-
-    return all_reduce_sum(accelerator, not Path(path).exists()) == accelerator.num_processes
+def true_on_every_rank(accelerator, condition: bool) -> bool:
+    """Whether `condition` holds on every rank; every rank gets the same answer. Branch on this, not on a
+    rank's own view, before a collective: a rank that sees a file another rank has just written would
+    otherwise skip the collective the others wait in."""
+    return all_reduce_sum(accelerator, bool(condition)) == accelerator.num_processes
 
 
 def all_reduce_sum(accelerator, value: float) -> float:

@@ -32,7 +32,7 @@ from tulu_cli.train.loop import (
     require_rows,
     resume_or_start,
 )
-from tulu_cli.train.runtime import all_reduce_sum, distributed_state, missing_on_every_rank, seed_everything
+from tulu_cli.train.runtime import all_reduce_sum, distributed_state, seed_everything, true_on_every_rank
 
 
 def main(cfg: DictConfig, run_dir: Path) -> None:
@@ -52,9 +52,10 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     accelerator, model, optimizer, scheduler = (trainable.accelerator, trainable.model, trainable.optimizer,
                                                 trainable.scheduler)
     start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps)
-    if cfg.model.get("init") and not cfg.model.get("path") and missing_on_every_rank(accelerator,
-                                                                                    run_dir / "initial"):
-        # A freshly initialised model is kept as `initial/`: the untrained baseline of a comparison.
+    # A freshly initialised model is kept as `initial/`: the untrained baseline of a comparison. The ranks
+    # look before any of them can have written it.
+    if cfg.model.get("init") and not cfg.model.get("path") and true_on_every_rank(
+            accelerator, not (run_dir / "initial").exists()):
         save_final(accelerator, model, tokenizer, run_dir, name="initial")
     accelerator.print(f"training: {plan.total_steps} steps, {plan.accumulation_steps} micro-batches per step, "
                       f"{state.num_processes} rank(s)")
