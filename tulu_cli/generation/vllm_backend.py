@@ -1,11 +1,12 @@
 """vLLM engine inside this process (GPU nodes): plain generation (eval, preference data) and RLVR's
 `colocate` mode, where every training rank owns an engine that shares its GPU with training.
 
-Written against vLLM 0.31 (the `vllm` extra pins the range whose source was read: 0.30 and 0.32 make
-the same calls the same way) and imported only when this backend is built. The API relied on, all of
-`vllm.entrypoints.llm.LLM` unless named otherwise:
+Written against vLLM 0.31 (the `vllm` extra pins the range whose source was read: 0.30, 0.32, 0.33
+and 0.34 make the same calls the same way) and imported only when this backend is built. The API
+relied on, all of `vllm.entrypoints.llm.LLM` unless named otherwise:
 - `LLM(model, tensor_parallel_size, gpu_memory_utilization, dtype, enable_prefix_caching,
-  enable_sleep_mode, max_model_len, seed, distributed_executor_backend="external_launcher")`: with
+  enable_sleep_mode, max_model_len, seed, distributed_executor_backend="external_launcher")`
+  (`seed` in [0, 2**32) from 0.34 on, `vllm/config/model.py`): with
   the external launcher every torchrun/accelerate rank builds its own engine inside the existing
   torch.distributed world, `tensor_parallel_size` consecutive ranks forming one engine
   (`vllm.v1.executor.uniproc_executor.ExecutorWithExternalLauncher`; the same setting as TRL's
@@ -21,10 +22,18 @@ the same calls the same way) and imported only when this backend is built. The A
   `vllm.v1.engine.llm_engine.LLMEngine.model_executor`), which takes Hugging Face parameter names
   and shards each full tensor for its tensor-parallel rank;
 - `LLM.reset_prefix_cache() -> bool` after every weight load while the KV cache is awake, so no cached
-  prefix of the old policy is reused (`sleep` at level 1 or 2 discards the cache, prefixes included).
+  prefix of the old policy is reused (`sleep` at level 1 or 2 discards the cache, prefixes included);
+- `LLM(enable_extensible_kv_cache=False)` in colocate mode, where vLLM has the argument (0.34): its
+  extensible KV cache, on by default on CUDA, caps torch's caching allocator for the whole process
+  after warm-up (`vllm/v1/worker/extensible_kv_cache.py`, `set_torch_memory_limit`, through
+  `torch.cuda.set_per_process_memory_fraction`) and lifts the cap only inside vLLM's own weight
+  updates. Colocated, that process is also the learner, which would be held under the cap while the
+  engine sleeps and so could not use the KV cache's memory for training.
 """
 
 from __future__ import annotations
+
+import inspect
 
 from tulu_cli.generation.base import Completion, Prompts, SamplingConfig, prompt_token_ids, request_seeds
 
@@ -38,6 +47,22 @@ def import_vllm():
             "(on CPU use generation.backend=hf)"
         ) from exc
     return vllm
+
+
+def engine_seed(seed: int) -> int:
+    """The engine's own seed, inside the range vLLM 0.34 accepts ([0, 2**32))."""
+    return seed % 2**32
+
+
+def engine_options(llm_class, colocated: bool) -> dict:
+    """The `LLM(...)` arguments that depend on the mode and on what this vLLM's `LLM` accepts: the
+    external launcher when colocated, and there no extensible KV cache where vLLM has one (0.34)."""
+    if not colocated:
+        return {}
+    options = {"distributed_executor_backend": "external_launcher"}
+    if "enable_extensible_kv_cache" in inspect.signature(llm_class).parameters:
+        options["enable_extensible_kv_cache"] = False
+    return options
 
 
 def per_prompt_sampling(sampling: SamplingConfig, count: int, stream: int = 0, seeded: bool = True) -> list[dict]:
@@ -72,11 +97,11 @@ class VLLMBackend:
         vllm = import_vllm()
         if not model_path:
             raise ValueError("generation.backend=vllm needs a model path to load")
-        options = {"distributed_executor_backend": "external_launcher"} if colocated else {}
         self.llm = vllm.LLM(model=model_path, tokenizer=model_path, tensor_parallel_size=tensor_parallel_size,
                             gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
                             enable_prefix_caching=enable_prefix_caching, enable_sleep_mode=enable_sleep_mode,
-                            max_model_len=max_model_len, seed=seed, **options)
+                            max_model_len=max_model_len, seed=engine_seed(seed),
+                            **engine_options(vllm.LLM, colocated))
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
         # Engines of one training job differ in this seed and sample different prompts in one call.
         self.seed = seed

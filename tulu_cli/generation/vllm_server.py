@@ -2,7 +2,7 @@
 separate `vllm serve` processes (tensor parallel inside each), and the learner pushes its weights to
 them after every update. Standard library only on the HTTP side.
 
-The servers are started with (vLLM 0.30 to 0.32, see the README's RLVR section):
+The servers are started with (vLLM 0.30 to 0.34, see the README's RLVR section):
     VLLM_SERVER_DEV_MODE=1 vllm serve MODEL --tensor-parallel-size 4 --port 8000 \
         --weight-transfer-config '{"backend": "nccl"}'
 as `trl vllm-serve` does (trl/scripts/vllm_serve.py). The routes used, from vLLM 0.31's source:
@@ -20,8 +20,9 @@ as `trl vllm-serve` does (trl/scripts/vllm_serve.py). The routes used, from vLLM
   `vllm_config.weight_transfer_config` must be set (`--weight-transfer-config`), with the `nccl`
   backend, which needs the learner's main process on a CUDA device;
 - `GET /get_world_size` and `POST /init_weight_transfer_engine`, `/start_weight_update`,
-  `/update_weights`, `/finish_weight_update` (vllm/entrypoints/serve/dev/rlhf/api_router.py, in 0.32
-  vllm/entrypoints/rl/online/api_router.py with the same bodies; dev mode): the workers join a
+  `/update_weights`, `/finish_weight_update` (vllm/entrypoints/serve/dev/rlhf/api_router.py, from 0.32
+  vllm/entrypoints/rl/online/api_router.py with the same bodies; dev mode; 0.34's optional
+  `update_info.src`, the sending rank of the group, defaults to 0, the learner): the workers join a
   process group with the learner's main process as rank 0
   (`vllm.distributed.weight_transfer.nccl_common.worker_init_process_group`, rank
   `rank_offset + worker rank`) and, with `packed: false`, receive each parameter of the announced

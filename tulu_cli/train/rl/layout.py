@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The vLLM versions the `vllm` extra allows: the code is written against 0.31's API, which 0.30 and
-# 0.32 share for every call it makes; 0.33 and later pin torch 2.14.
-VLLM_REQUIREMENT = "vllm>=0.30,<0.33"
+# The vLLM versions the `vllm` extra allows: the code is written against 0.31's API, which 0.30, 0.32,
+# 0.33 and 0.34 share for every call it makes (0.34 adds one argument the colocated engine sets).
+VLLM_REQUIREMENT = "vllm>=0.30,<0.35"
 GPUS_PER_NODE = 8
 
 
