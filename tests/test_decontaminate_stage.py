@@ -101,6 +101,23 @@ def test_remove_writes_curated_datasets(tmp_path, files):
     assert again["contaminated"] == [] and report["removed"][b]["rows_out"] == 1
 
 
+def test_remove_from_a_folder_of_files_drops_only_the_contaminated_row(tmp_path, files):
+    # Row numbers start again in every file: the contaminated first row of one shard must not take the
+    # first row of the other shards with it, and the report must say which file the row is in.
+    _, _, e, _ = files
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    write_jsonl(folder / "part-0.jsonl", [{"messages": chat(EVAL_E[0])}, {"messages": chat("A clean question.")}])
+    write_jsonl(folder / "part-1.jsonl", [{"messages": chat("Another clean one.")}, {"messages": chat("And one.")}])
+    report, run_dir = run(tmp_path, train=[str(folder)], evals=[e], remove=True)
+    [hit] = report["contaminated"]
+    assert hit["train_row_file"] == str(folder / "part-0.jsonl") and hit["train_row"] == 1
+    assert hit["train_id"] == "row-1" and hit["train_index"] == 0
+    assert report["removed"][str(folder)]["rows_out"] == 3 and report["removed"][str(folder)]["removed"] == 1
+    kept = load_source(str(run_dir / "decontaminated" / "shards")).dataset
+    assert [m[0]["content"] for m in kept["messages"]] == ["A clean question.", "Another clean one.", "And one."]
+
+
 def test_eval_sets_from_config_with_fields_and_preference_rows(tmp_path):
     evals = write_jsonl(tmp_path / "drop.jsonl", [{"qid": "q1", "passage": "The river flooded the valley in the spring",
                                                     "question": "of 1902 and which town was hit hardest"}])

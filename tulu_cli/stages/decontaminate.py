@@ -10,10 +10,12 @@ rows contaminated by any eval set (curate format, with manifest), and NAME.remov
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import disable_progress_bars
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,11 +35,32 @@ from tulu_cli.progress import progress_bars
 
 @dataclass
 class TrainInput:
+    """One training input, read from its Arrow dataset as it is matched: no row is held in memory
+    beyond the chunk being matched."""
+
     file: str  # as given in the config; names the input in the report
     name: str  # output name with remove=true
     loaded: Loaded
-    ids: list[str]
-    rows: list[TrainRow]  # TrainRow.id is the row's index in `loaded.dataset`
+    # Rows with no user turn (nothing to match), counted by the first full pass over `rows()`.
+    without_user_turns: int = 0
+
+    def __len__(self) -> int:
+        return len(self.loaded.dataset)
+
+    def rows(self) -> Iterator[TrainRow]:
+        """The rows to match; `TrainRow.id` is the row's index in `loaded.dataset` (unique across the
+        input's files, unlike a row number, which starts again in each file)."""
+        without = 0
+        for index, example in enumerate(self.loaded.dataset):
+            turns = train_user_turns(row_dict(example))
+            without += not turns
+            yield TrainRow(self.file, str(index), turns)
+        self.without_user_turns = without
+
+    def row_id(self, index: int) -> str:
+        """The row's own `id`, else `row-N` with N its row number in its file."""
+        value = row_dict(self.loaded.dataset[index]).get("id")
+        return str(value) if value is not None else f"row-{self.loaded.row_number(index)}"
 
 
 def train_user_turns(row: dict) -> list[str]:
@@ -74,12 +97,7 @@ def load_train_inputs(cfg: dict) -> list[TrainInput]:
             loaded = load_source(path, cfg.get("split") or "train", max_rows=cfg.get("max_rows"))
         except SourceError as exc:
             raise StageError(f"training input: {exc}") from None
-        ids, rows = [], []
-        for index, example in enumerate(loaded.dataset):
-            row = row_dict(example)
-            ids.append(str(row["id"]) if row.get("id") is not None else f"row-{loaded.row_number(index)}")
-            rows.append(TrainRow(path, str(index), train_user_turns(row)))
-        inputs.append(TrainInput(path, _input_name(path, taken), loaded, ids, rows))
+        inputs.append(TrainInput(path, _input_name(path, taken), loaded))
     return inputs
 
 
@@ -110,33 +128,38 @@ def match_all(inputs: list[TrainInput], eval_sets: list[tuple[EvalSet, EvalIndex
     with progress_bars() as new_bar:
         for train in inputs:
             for eval_set, index in eval_sets:
-                advance = new_bar(f"{train.name} x {eval_set.spec.name}", len(train.rows))
+                advance = new_bar(f"{train.name} x {eval_set.spec.name}", len(train))
                 results[(train.file, eval_set.spec.name)] = find_contamination(
-                    train.rows, index, threshold=float(cfg["threshold"]), mode=cfg["mode"],
+                    train.rows(), index, threshold=float(cfg["threshold"]), mode=cfg["mode"],
                     workers=int(cfg.get("workers") or 1), progress=advance)
     return results
 
 
 def build_report(inputs: list[TrainInput], eval_sets: list[tuple[EvalSet, EvalIndex]],
                  results: dict[tuple[str, str], list[Match]], cfg: dict) -> dict[str, Any]:
+    """Every contaminated (training row, eval set) pair names the row three ways: its `train_id`, the
+    file it was read from with its row number there (`train_row_file`, `train_row`), and its position
+    in the whole input (`train_index`, what remove=true goes by)."""
     contaminated, summary = [], []
     for train in inputs:
         for eval_set, _ in eval_sets:
             matches = results[(train.file, eval_set.spec.name)]
             for match in matches:
-                contaminated.append({"train_file": train.file, "train_id": train.ids[int(match.train_id)],
-                                     "train_row": train.loaded.row_number(int(match.train_id)),
+                index = int(match.train_id)
+                contaminated.append({"train_file": train.file, "train_id": train.row_id(index),
+                                     "train_row_file": train.loaded.row_file(index),
+                                     "train_row": train.loaded.row_number(index), "train_index": index,
                                      "eval_file": eval_set.spec.name, "eval_id": match.eval_id,
                                      "score": round(match.score, 6)})
-            checked = len(train.rows)
+            checked = len(train)
             summary.append({"train_file": train.file, "eval_file": eval_set.spec.name, "rows_checked": checked,
                             "rows_contaminated": len(matches),
                             "percent": round(100.0 * len(matches) / checked, 4) if checked else 0.0})
     return {
         "settings": {"ngram": cfg["ngram"], "threshold": cfg["threshold"], "mode": cfg["mode"],
                      "score": cfg.get("score") or SCORES[0]},
-        "train": [{"file": t.file, "rows": len(t.rows), "unparsable_lines": len(t.loaded.rejects),
-                   "rows_without_user_turns": sum(1 for r in t.rows if not r.texts)} for t in inputs],
+        "train": [{"file": t.file, "rows": len(t), "unparsable_lines": len(t.loaded.rejects),
+                   "rows_without_user_turns": t.without_user_turns} for t in inputs],
         "evals": [{"file": e.spec.name, "path": e.spec.path, "fields": e.spec.fields, "rows": e.rows_read,
                    "instances": len(e.instances), "rows_without_text": e.without_text,
                    "unparsable_lines": e.unparsable} for e, _ in eval_sets],
@@ -150,11 +173,9 @@ def remove_contaminated(train: TrainInput, report: dict, out_root: Path, config:
     hits: dict[int, list[dict]] = defaultdict(list)
     for item in report["contaminated"]:
         if item["train_file"] == train.file:
-            hits[item["train_row"]].append(item)
-    keep = [i for i in range(len(train.rows)) if train.loaded.row_number(i) not in hits]
-    removed = [{**hits[train.loaded.row_number(i)][0], "matches": hits[train.loaded.row_number(i)],
-                "raw": row_dict(train.loaded.dataset[i])} for i in range(len(train.rows))
-               if train.loaded.row_number(i) in hits]
+            hits[item["train_index"]].append(item)
+    removed = [{**hits[i][0], "matches": hits[i], "raw": row_dict(train.loaded.dataset[i])} for i in sorted(hits)]
+    keep = np.setdiff1d(np.arange(len(train), dtype=np.int64), np.fromiter(hits, np.int64, len(hits)))
     removed_file = out_root / f"{train.name}.removed.jsonl"
     write_rows_jsonl(removed_file, removed)
     if train.loaded.rejects:
@@ -164,7 +185,7 @@ def remove_contaminated(train: TrainInput, report: dict, out_root: Path, config:
         for match in item["matches"]:
             per_eval[match["eval_file"]] += 1
     source_manifest = read_manifest(Path(train.file)) if is_local(train.file) else None
-    counts = {"rows_in": len(train.rows) + len(train.loaded.rejects), "rows_out": len(keep),
+    counts = {"rows_in": len(train) + len(train.loaded.rejects), "rows_out": len(keep),
               "rejected": {"contaminated": len(removed), **({"unparsable_line": len(train.loaded.rejects)}
                                                              if train.loaded.rejects else {})},
               "contaminated_per_eval_set": dict(per_eval)}
@@ -180,8 +201,9 @@ def remove_contaminated(train: TrainInput, report: dict, out_root: Path, config:
         "rejects_file": f"../{removed_file.name}",
         "config": config,
     }
-    table = train.loaded.dataset.select(keep).with_format("arrow")[:]
-    write_dataset(out_root / train.name, table, manifest, int(config.get("rows_per_file") or 100_000))
+    # The whole input as Arrow, memory-mapped (a slice, no copy); the kept rows are taken a shard at a time.
+    table = train.loaded.dataset.with_format("arrow")[:]
+    write_dataset(out_root / train.name, table, manifest, int(config.get("rows_per_file") or 100_000), order=keep)
     return {"output": str(out_root / train.name), "rows_in": counts["rows_in"], "rows_out": len(keep),
             "removed": len(removed)}
 
@@ -205,7 +227,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         report["removed"] = {t.file: remove_contaminated(t, report, out_root, config) for t in inputs}
     atomic_write_json(run_dir / "report.json", report)
     console.print(decontaminate_table(report["summary"]))
-    total = len({(c["train_file"], c["train_id"], c["train_row"]) for c in report["contaminated"]})
+    total = len({(c["train_file"], c["train_index"]) for c in report["contaminated"]})
     console.print(f"{total} contaminated training rows; report: {run_dir / 'report.json'}")
     for file, removal in report.get("removed", {}).items():
         console.print(f"decontaminated {file}: {removal['rows_out']}/{removal['rows_in']} rows kept -> {removal['output']}")
