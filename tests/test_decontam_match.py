@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
+import signal
 
 import pytest
 
@@ -261,6 +264,23 @@ def test_workers_and_progress() -> None:
     )
     assert parallel == find_contamination(rows, index, threshold=0.5)
     assert sum(seen) == len(rows)
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_worker_fails_the_match_instead_of_hanging() -> None:
+    # An out-of-memory kill of a worker that holds a chunk: the match must stop with an error, not wait
+    # for the chunk forever.
+    rows, evals = _random_corpus(4, 2000, 40)
+    index = EvalIndex.build(evals, 3)
+
+    def rows_killing_a_worker():
+        for number, row in enumerate(rows):
+            if number == 640:  # ten chunks handed out; the pool's workers are up
+                os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+            yield row
+
+    with pytest.raises(RuntimeError, match="worker process died"):
+        find_contamination(rows_killing_a_worker(), index, threshold=0.5, workers=2, chunk_rows=64)
 
 
 def _forty_words() -> list[str]:

@@ -30,6 +30,8 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import chain, islice
 
@@ -271,24 +273,32 @@ def find_contamination(
             if progress is not None:
                 progress(len(chunk))
         return matches
+    # A process pool that fails when a worker dies (killed, out of memory): `multiprocessing.Pool`
+    # replaces the worker and never returns the chunk it held, so the match would wait forever.
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    with mp.get_context(method).Pool(
-        workers, initializer=_worker_init, initargs=(index, threshold, mode)
-    ) as pool:
-        pending: deque = deque()
+    matched = 0
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_worker_init,
+                                 initargs=(index, threshold, mode)) as pool:
+            pending: deque = deque()
 
-        def collect() -> None:
-            done, chunk_matches = pending.popleft().get()
-            matches.extend(chunk_matches)
-            if progress is not None:
-                progress(done)
+            def collect() -> None:
+                nonlocal matched
+                done, chunk_matches = pending.popleft().result()
+                matched += done
+                matches.extend(chunk_matches)
+                if progress is not None:
+                    progress(done)
 
-        for chunk in _chunks(train_rows, chunk_rows):
-            pending.append(pool.apply_async(_worker_chunk, (chunk,)))
-            while len(pending) > 2 * workers:
+            for chunk in _chunks(train_rows, chunk_rows):
+                pending.append(pool.submit(_worker_chunk, chunk))
+                while len(pending) > 2 * workers:
+                    collect()
+            while pending:
                 collect()
-        while pending:
-            collect()
+    except BrokenProcessPool as exc:
+        raise RuntimeError(f"a decontamination worker process died (killed, or out of memory?) after {matched} "
+                           "rows were matched; run again, with fewer workers if memory was short") from exc
     return matches
 
 
