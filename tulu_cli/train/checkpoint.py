@@ -48,6 +48,26 @@ def resolve_resume(resume, run_dir: Path) -> Path | None:
     return path
 
 
+def agreed_checkpoint(accelerator, checkpoint: Path | None, run_dir: Path) -> Path | None:
+    """The checkpoint the main process resumes from, on every rank. Each rank lists the checkpoints
+    itself: one whose view of a shared file system lags or leads the main process's (a restart while a
+    checkpoint is being renamed, a node's stale cache) would pick another step, or none, and the ranks
+    would then wait in different collectives."""
+    from tulu_cli.train.runtime import main_process_number
+
+    mine = read_trainer_state(checkpoint)["step"] if checkpoint is not None else -1
+    step = main_process_number(accelerator, mine)
+    if step == mine:
+        return checkpoint
+    if step < 0:
+        return None
+    agreed = checkpoint_root(run_dir) / f"step_{step:08d}"
+    if checkpoint is not None and checkpoint.parent != agreed.parent or not (agreed / STATE_FILE).exists():
+        raise StageError(f"the main process resumes from step {step}, but process {accelerator.process_index} "
+                         f"sees {checkpoint or 'no checkpoint'} instead of a complete {agreed}")
+    return agreed
+
+
 def save_checkpoint(accelerator, run_dir: Path, step: int, keep: int, scheduler, extra: dict | None = None) -> Path:
     root = checkpoint_root(run_dir)
     final = root / f"step_{step:08d}"

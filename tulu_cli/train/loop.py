@@ -13,7 +13,7 @@ from tulu_cli.entry import StageError
 from tulu_cli.runlog import MetricsLogger
 from tulu_cli.tracking import start_trackers
 from tulu_cli.train.batching import BatchPlan
-from tulu_cli.train.checkpoint import load_checkpoint, read_trainer_state, resolve_resume
+from tulu_cli.train.checkpoint import agreed_checkpoint, load_checkpoint, read_trainer_state, resolve_resume
 
 
 def require_rows(report) -> None:
@@ -68,7 +68,7 @@ def resume_or_start(accelerator, cfg: DictConfig, run_dir: Path, scheduler, tota
     output_dir): resuming from it is refused rather than read as "already done".
     """
     resume = cfg.resume
-    checkpoint = resolve_resume(resume, run_dir)
+    checkpoint = agreed_checkpoint(accelerator, resolve_resume(resume, run_dir), run_dir)
     start_step = 0
     if checkpoint is not None:
         start_step = read_trainer_state(checkpoint)["step"]

@@ -130,6 +130,12 @@ def true_on_every_rank(accelerator, condition: bool) -> bool:
     return all_reduce_sum(accelerator, bool(condition)) == accelerator.num_processes
 
 
+def main_process_number(accelerator, value: int) -> int:
+    """The main process's `value`, on every rank (one all-reduce): for what the main process decides and
+    every rank must follow, e.g. which checkpoint to resume from."""
+    return int(all_reduce_sum(accelerator, value if accelerator.is_main_process else 0))
+
+
 def all_reduce_sum(accelerator, value: float) -> float:
     """Sum a number over all ranks (every rank gets the total)."""
     if accelerator.num_processes == 1:
