@@ -49,7 +49,7 @@ def test_dataset_pass_matches_micro_batches_and_cache_is_reused(setup, tmp_path)
     identity = ref.model_identity(model_cfg, 0, "no")
     key = ref.cache_key(identity, pairs, True)
     first, hit = ref.cached_reference(accelerator, model, pairs, tmp_path, key, 5, tokenizer.pad_token_id, True, {})
-    assert not hit and (tmp_path / key / "logprobs.pt").exists() and (tmp_path / key / "meta.json").exists()
+    assert not hit and (tmp_path / key / "logprobs.safetensors").exists() and (tmp_path / key / "meta.json").exists()
     with torch.no_grad():
         direct = forward_pairs(model, read_rows(pairs, [5, 6]), tokenizer.pad_token_id, True, "cpu")
     assert first.chosen[5:7].tolist() == pytest.approx(direct.chosen.tolist(), abs=1e-4)
@@ -66,6 +66,32 @@ def test_dataset_pass_matches_micro_batches_and_cache_is_reused(setup, tmp_path)
     assert torch.equal(second.chosen, first.chosen) and torch.equal(second.rejected_tokens, first.rejected_tokens)
     again = dataset_logprobs(accelerator, model, pairs, 3, tokenizer.pad_token_id, True)
     assert torch.allclose(again.chosen, first.chosen, atol=1e-4)
+
+
+class RunsOnLoad:
+    """Unpickling this calls `print`: a cache entry built of it would run code if it were unpickled."""
+
+    def __reduce__(self):
+        return (print, ("code ran while the cache was loaded",))
+
+
+@pytest.mark.parametrize("entry", ["truncated", "pickled", "wrong_tensor"])
+def test_an_entry_that_cannot_be_used_is_a_miss_and_is_never_unpickled(setup, tmp_path, capfd, entry):
+    from safetensors.torch import save_file
+
+    _, _, _, pairs, _ = setup
+    folder = tmp_path / "key"
+    folder.mkdir()
+    path = folder / ref.CACHE_FILE
+    if entry == "truncated":
+        save_file({"logprobs": torch.zeros(4, len(pairs), dtype=torch.float64)}, path)
+        path.write_bytes(path.read_bytes()[:-16])
+    elif entry == "pickled":  # an old-format or planted entry under the file's name
+        torch.save({"logprobs": RunsOnLoad()}, path)
+    else:
+        save_file({"logprobs": torch.zeros(4, len(pairs) + 1, dtype=torch.float64)}, path)
+    assert ref.load_cached(tmp_path, "key", len(pairs)) is None
+    assert "code ran" not in capfd.readouterr().out
 
 
 def test_cache_key_covers_model_data_and_tokenisation(setup, tmp_path):

@@ -1,7 +1,9 @@
 """Reference log-probs: computed once with the frozen starting policy and cached on disk, or (for
 comparison) recomputed every step by a frozen copy held in memory.
 
-The cache entry is `CACHE_DIR/KEY/` (`logprobs.pt` and `meta.json`), written atomically. KEY hashes
+The cache entry is `CACHE_DIR/KEY/` (`logprobs.safetensors` and `meta.json`), written atomically; an
+entry that cannot be read (damaged, or not what this version writes) is a miss and is computed again.
+The numbers are stored as safetensors, which loading cannot make run code. KEY hashes
 what the numbers depend on: the model (path, revision, dtype, attention kernel, precision, and for a
 local directory its weight files' names, sizes and modification times; for a freshly built model its
 architecture and seed), the exact token ids and labels of every pair (so the data, the chat template,
@@ -22,7 +24,8 @@ from omegaconf import OmegaConf
 
 from tulu_cli.train.dpo_losses import PairLogprobs
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+CACHE_FILE = "logprobs.safetensors"
 # Pairs hashed per block by `data_digest`.
 DIGEST_ROWS = 4096
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json")
@@ -78,22 +81,32 @@ def cache_key(identity: dict, pairs, packing: bool) -> str:
 
 
 def load_cached(root: Path, key: str, rows: int) -> PairLogprobs | None:
-    path = root / key / "logprobs.pt"
+    """The cached log-probs of `rows` pairs, or None: no entry, or one that cannot be used."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = root / key / CACHE_FILE
     if not path.exists():
         return None
-    values = torch.load(path, map_location="cpu")
-    if values.shape != (4, rows):
+    try:
+        values = load_file(path)["logprobs"]
+    except (SafetensorError, KeyError, OSError, ValueError) as exc:
+        print(f"reference cache {path} cannot be read ({type(exc).__name__}: {exc}); computing it again", flush=True)
+        return None
+    if values.shape != (4, rows) or values.dtype != torch.float64:
         return None
     return PairLogprobs(*values)
 
 
 def store(root: Path, key: str, logprobs: PairLogprobs, meta: dict) -> Path:
+    from safetensors.torch import save_file
+
     from tulu_cli.io import atomic_dir
 
     target = root / key
     values = torch.stack([logprobs.chosen, logprobs.rejected, logprobs.chosen_tokens, logprobs.rejected_tokens])
     with atomic_dir(target) as tmp:
-        torch.save(values.double().cpu(), tmp / "logprobs.pt")
+        save_file({"logprobs": values.double().cpu().contiguous()}, tmp / CACHE_FILE)
         (tmp / "meta.json").write_text(json.dumps({"key": key, "rows": values.shape[1], **meta}, default=str,
                                                   indent=2) + "\n")
     return target
