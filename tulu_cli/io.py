@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -48,11 +50,11 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces `path` in one rename.
-
-    On an exception (or a kill) the temporary directory is left behind under a hidden name and
-    `path` is untouched, so a reader never sees a partial output under the final name.
-    """
+    """Yield a temporary sibling directory; when the block ends without an exception it takes the place
+    of `path` in one step, so a reader sees the old directory or the new one, never a partial one or
+    none, and two writers finishing at once (two sweep points filling one cache entry) both succeed,
+    the last one's directory staying. On an exception the temporary directory is removed; after a
+    kill it stays behind under a hidden name and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
@@ -61,14 +63,46 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+    _install_dir(tmp, path)
+
+
+def _install_dir(tmp: Path, path: Path) -> None:
+    for _ in range(8):
+        try:
+            os.rename(tmp, path)  # onto an empty directory or nothing
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        exchanged = _exchange(tmp, path)
+        if exchanged:
+            shutil.rmtree(tmp, ignore_errors=True)  # now the previous directory
+            return
+        if exchanged is None:
+            break
+    # No atomic exchange on this file system: move the old directory aside under a name of its own.
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+    os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(first: Path, second: Path) -> bool | None:
+    """Swap two paths in one step (Linux `renameat2(RENAME_EXCHANGE)`): True when swapped, False when
+    `second` no longer exists, None when this system or file system cannot exchange."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error == errno.ENOENT:
+        return False
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return None
+    raise OSError(error, os.strerror(error), str(second))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
