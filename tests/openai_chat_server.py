@@ -39,6 +39,7 @@ class TinyChatServer(LocalJSONServer):
         self.fail_after: int | None = None  # after this many served requests, answer 500 to everything
         self.unparsable_judgements = 0  # the next N judging requests get an unparsable reply
         self.never_rate: str | None = None  # judging requests whose response contains this stay unparsable
+        self.reply_suffix = ""  # appended to every reply (e.g. a lone surrogate, as a byte-level token can give)
         # messages -> [(token, logprob), ...] for requests that ask for log-probs (None: the tiny model's own)
         self.logprob_judge: Callable[[list[dict]], list[tuple[str, float]]] | None = None
         self.served: list[dict] = []  # request bodies answered with 200
@@ -82,7 +83,7 @@ class TinyChatServer(LocalJSONServer):
                 else:
                     score = 1 + zlib.crc32(request.encode("utf-8")) % 5
                     text = f"Reasoning: {text}\n" + "\n".join(f"{aspect}: {score}" for aspect in self.aspects)
-            choice = {"index": 0, "message": {"role": "assistant", "content": text},
+            choice = {"index": 0, "message": {"role": "assistant", "content": text + self.reply_suffix},
                       "finish_reason": "stop" if completion.finished else "length"}
             if body.get("logprobs"):
                 choice["logprobs"] = {"content": self._model_logprobs(prompt, completion.token_ids,

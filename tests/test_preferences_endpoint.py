@@ -69,6 +69,21 @@ def test_client_retries_rate_limits_and_server_errors_then_gives_up(server, monk
         ChatClient(EndpointConfig(server.base_url, "tiny", api_key_env="TINY_API_KEY"))
 
 
+def test_a_reply_with_a_lone_surrogate_is_stored_with_a_replacement_character(server, tmp_path, monkeypatch):
+    # A lone surrogate escape decodes to a string that UTF-8 cannot encode: it could be neither hashed,
+    # journaled nor stored in Arrow. The client replaces it, as a UTF-8 decoder replaces a bad byte.
+    from tulu_cli.preferences.store import CallJournal, fingerprint
+
+    monkeypatch.setenv("TINY_API_KEY", "secret")
+    server.reply_suffix = "\ud800"
+    client = ChatClient(EndpointConfig(server.base_url, "tiny", api_key_env="TINY_API_KEY"))
+    reply = client.complete([{"role": "user", "content": "Hi"}], temperature=1.0, top_p=1.0, max_tokens=4, seed=1)
+    assert reply.text.endswith("\ufffd") and "\ud800" not in reply.text
+    journal = CallJournal(tmp_path / "calls.jsonl")
+    journal.append(fingerprint({"text": reply.text}), {"text": reply.text})
+    assert list(journal.load().values()) == [{"text": reply.text}]
+
+
 def test_pool_member_and_llm_judge_over_http(server, tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TINY_API_KEY", "secret")
     prompts_file, rows = _prompts_file(tmp_path, 6)

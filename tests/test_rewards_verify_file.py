@@ -120,6 +120,8 @@ def _shaped_lines() -> list[str]:
         json.dumps({"dataset": "gsm8k", "ground_truth": "7", "response": "7", "error": "old"}),
         json.dumps(["gsm8k", "7"]),
         '{"dataset": "gsm8k", "response": "a\rb"}',
+        # Re-serialised with a lone surrogate escape, which UTF-8 cannot encode as a character.
+        '{"dataset": "gsm8k", "ground_truth": "7", "response": "7 \\ud800", "verified": 0.5}',
     ]
     return [shapes[index % len(shapes)] for index in range(300)]
 
@@ -138,3 +140,4 @@ def test_lines_written_are_the_lines_scored_in_process(tmp_path):
     rows = [json.loads(line) for line in expected]
     assert [row["verified"] for row in rows[:5]] == [1.0, 0.5, 1.0, 1.0, 0.0]
     assert rows[4] == {"verified": 0.0, "error": "row 5: missing field 'dataset'"}
+    assert rows[9]["response"] == "7 \ud800" and rows[9]["verified"] == 1.0

@@ -105,10 +105,22 @@ def _exchange(first: Path, second: Path) -> bool | None:
     raise OSError(error, os.strerror(error), str(second))
 
 
+def json_line(value: Any, **options) -> str:
+    """`value` as JSON text that can always be written as UTF-8: non-ASCII characters as they are, unless
+    a string holds a lone surrogate (JSON can escape one, UTF-8 cannot encode it, and `json.loads` makes
+    one of a `\\ud800` escape), in which case every non-ASCII character is escaped. Lossless either way."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, **options)
+    return text
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    atomic_write_text(path, "".join(json_line(row) + "\n" for row in rows))

@@ -27,6 +27,7 @@ from tulu_cli.curate.mixing import SourceSpec, parse_sources, select_indices, ta
 from tulu_cli.curate.schemas import ARROW_SCHEMAS, KINDS, content_key, normalize_row
 from tulu_cli.data.sources import Loaded, load_source, row_dict
 from tulu_cli.data.validate import RowError
+from tulu_cli.io import json_line
 
 # Called as progress(description, total) -> advance(n) for each source read.
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -68,7 +69,7 @@ class RejectsFile:
     def add(self, reject: dict) -> None:
         if self._handle is None:
             self._handle = self.path.open("w", encoding="utf-8")
-        self._handle.write(json.dumps(reject, ensure_ascii=False, default=str) + "\n")
+        self._handle.write(json_line(reject, default=str) + "\n")
         self.count += 1
 
     def close(self) -> None:

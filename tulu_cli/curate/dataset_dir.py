@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tulu_cli.io import atomic_dir, atomic_write_json, atomic_write_text
+from tulu_cli.io import atomic_dir, atomic_write_json, atomic_write_text, json_line
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "tulu-dataset/1"
@@ -103,4 +103,4 @@ def read_manifest(path: Path) -> dict | None:
 
 def write_rows_jsonl(path: Path, rows: list[dict]) -> None:
     """Side files (rejects, removed rows): one JSON object per line, written atomically."""
-    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
+    atomic_write_text(path, "".join(json_line(row, default=str) + "\n" for row in rows))

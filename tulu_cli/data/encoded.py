@@ -23,6 +23,7 @@ from typing import Any
 from tulu_cli.data.sources import Loaded, Reject, is_local, load_source, row_dict
 from tulu_cli.data.token_cache import cache_key, cache_root, load_entry, local_source_identity
 from tulu_cli.data.validate import RowError
+from tulu_cli.io import atomic_copy, atomic_dir, atomic_write_json, atomic_write_text, json_line
 from tulu_cli.progress import progress
 
 # Rows tokenised per `map` call: at least this many, and at most TOKENISE_MAX_CHUNKS calls per source.
@@ -56,8 +57,6 @@ DATA_REPORT_FILE = "data_report.json"
 def record_data_report(run_dir: Path, split: str, report: DataReport) -> None:
     """Keep a split's row counts (`train`, `eval`) in RUN_DIR/data_report.json, for the model card.
     The train split, recorded first, starts the file afresh."""
-    from tulu_cli.io import atomic_write_json
-
     path = run_dir / DATA_REPORT_FILE
     recorded = {} if split == "train" or not path.exists() else json.loads(path.read_text(encoding="utf-8"))
     atomic_write_json(path, {**recorded, split: {key: value for key, value in report.to_json().items()
@@ -106,8 +105,6 @@ def encode_source(source: str, data_cfg: Any, encode: Callable[..., dict], fn_kw
                         truncated=saved["truncated"], rejected=Counter(saved["rejected"]), cache=status,
                         encode_s=round(time.time() - started, 3))
     if rejects_path is not None:
-        from tulu_cli.io import atomic_copy
-
         atomic_copy(entry / "rejects.jsonl", rejects_path)
     return dataset, report
 
@@ -124,8 +121,6 @@ def _build_entry(entry: Path, loaded: Loaded, encode: Callable[..., dict], fn_kw
     import numpy as np
     import pyarrow.compute as pc
 
-    from tulu_cli.io import atomic_dir
-
     dataset = loaded.dataset
     with atomic_dir(entry) as tmp:
         work = tmp / "work"
@@ -139,7 +134,7 @@ def _build_entry(entry: Path, loaded: Loaded, encode: Callable[..., dict], fn_kw
         with (tmp / "rejects.jsonl").open("w", encoding="utf-8") as handle:
             for reject in _rejects(loaded, encoded, np.flatnonzero(~usable)):
                 rejected[reject.reason] += 1
-                handle.write(json.dumps(reject.to_json(), default=str, ensure_ascii=False) + "\n")
+                handle.write(json_line(reject.to_json(), default=str) + "\n")
         kept = encoded if usable.all() else encoded.select(np.flatnonzero(usable))
         # One shard at least: datasets cannot load back an empty dataset saved as zero shards.
         kept.select_columns(list(features)).save_to_disk(str(tmp / "rows"), num_shards=None if len(kept) else 1)
@@ -182,6 +177,4 @@ def _rejects(loaded: Loaded, encoded: Any, bad: Any) -> Iterator[Reject]:
 
 
 def write_rejects(path: Path, rejects: list[Reject]) -> None:
-    from tulu_cli.io import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps(r.to_json(), default=str, ensure_ascii=False) + "\n" for r in rejects))
+    atomic_write_text(path, "".join(json_line(r.to_json(), default=str) + "\n" for r in rejects))

@@ -15,15 +15,33 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from tulu_cli.errors import StageError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
+
+# `json.loads` joins an escaped surrogate pair into one character: any surrogate left is a lone one.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(value: Any) -> Any:
+    """A decoded reply with every lone surrogate (a `\\ud800` escape with no partner, which a server
+    may send for a token that is part of a character) replaced by U+FFFD, as a UTF-8 decoder replaces
+    an invalid byte: such a string could not be stored, written as UTF-8 or hashed."""
+    if isinstance(value, str):
+        return LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [valid_unicode(item) for item in value]
+    if isinstance(value, dict):
+        return {valid_unicode(key): valid_unicode(item) for key, item in value.items()}
+    return value
 
 class ApiError(StageError):
     """A request that failed for good (non-retryable status, or retries exhausted)."""
@@ -129,7 +147,7 @@ class ChatClient:
             retry_after = None
             try:
                 with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
-                    return json.loads(response.read().decode("utf-8"))
+                    return valid_unicode(json.loads(response.read().decode("utf-8")))
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode("utf-8", "replace")[:300]
                 if exc.code not in RETRYABLE_STATUS:

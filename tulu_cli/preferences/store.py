@@ -16,12 +16,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tulu_cli.io import atomic_write_json, atomic_write_text
+from tulu_cli.io import atomic_write_json, atomic_write_text, json_line
 
 
 def fingerprint(value: Any) -> str:
     """A short stable hash of a JSON-able value (key order does not matter)."""
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = json_line(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -52,7 +52,7 @@ class CallJournal:
     def append(self, key: str, value: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"key": key, "value": value}, ensure_ascii=False) + "\n")
+            handle.write(json_line({"key": key, "value": value}) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -77,7 +77,7 @@ class ShardStore:
             return [json.loads(line) for line in handle if line.strip()]
 
     def write(self, shard: int, rows: list[dict]) -> None:
-        atomic_write_text(self._file(shard), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(self._file(shard), "".join(json_line(r) + "\n" for r in rows))
         self.journal(shard).path.unlink(missing_ok=True)
 
     def journal(self, shard: int) -> CallJournal:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tulu_cli.io import atomic_open
+from tulu_cli.io import atomic_open, json_line
 from tulu_cli.rewards.pool import Ready, VerifierPool
 from tulu_cli.rewards.registry import DEFAULT_TIMEOUT_S, PROFILES, VerifyResult, verify_row
 
@@ -55,7 +55,7 @@ def _fields(score: float, error: str | None) -> dict:
 
 def _appended(text: str, fields: dict, how: int) -> str:
     """The row's own text with `fields` appended: no re-serialisation of long responses."""
-    added = json.dumps(fields, ensure_ascii=False)[1:]
+    added = json_line(fields)[1:]
     return text.rstrip()[:-1] + (", " if how == APPEND else "") + added
 
 
@@ -67,8 +67,7 @@ def _payload(number: int, text: str, row: Any, result: VerifyResult, *, compact:
         how = APPEND if row else APPEND_TO_EMPTY
         line: str | int = how if compact else _appended(text, fields, how)
     else:
-        line = json.dumps({**row, **fields} if isinstance(row, dict) else {"raw": text, **fields},
-                          ensure_ascii=False)  # fmt: skip
+        line = json_line({**row, **fields} if isinstance(row, dict) else {"raw": text, **fields})
     return [dataset if isinstance(dataset, str) else NO_DATASET, result.score, error, result.timed_out, line]
 
 
