@@ -40,6 +40,7 @@ class TinyChatServer(LocalJSONServer):
         self.unparsable_judgements = 0  # the next N judging requests get an unparsable reply
         self.never_rate: str | None = None  # judging requests whose response contains this stay unparsable
         self.reply_suffix = ""  # appended to every reply (e.g. a lone surrogate, as a byte-level token can give)
+        self.too_long: str | None = None  # requests with this text in a message are refused (HTTP 400)
         # messages -> [(token, logprob), ...] for requests that ask for log-probs (None: the tiny model's own)
         self.logprob_judge: Callable[[list[dict]], list[tuple[str, float]]] | None = None
         self.served: list[dict] = []  # request bodies answered with 200
@@ -61,6 +62,9 @@ class TinyChatServer(LocalJSONServer):
 
     def _reply(self, body: dict) -> tuple[int, dict]:
         with self._lock:
+            if self.too_long is not None and any(self.too_long in m["content"] for m in body["messages"]):
+                self.failed.append(400)
+                return 400, {"error": {"message": "This model's maximum context length is 4096 tokens."}}
             broken = self.fail_after is not None and len(self.served) >= self.fail_after
             if self.fail_with or broken:
                 status = self.fail_with.pop(0) if self.fail_with else 500

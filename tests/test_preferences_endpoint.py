@@ -147,3 +147,27 @@ def test_failed_run_resumes_without_resending_finished_calls(server, tiny_dir, t
     assert len(pool_calls) == 12  # 6 prompts x 2 pool completions, none sent twice
     assert len({(b["messages"][-1]["content"], b["seed"]) for b in pool_calls}) == 12
     assert json.loads((run_dir / "summary.json").read_text())["completions"] == 18
+
+
+def test_a_prompt_the_server_refuses_is_set_aside_and_the_run_finishes(server, tiny_dir, tmp_path, monkeypatch):
+    # One prompt too long for the endpoint's context: its pool completions and the judging of its other
+    # completion are refused (HTTP 400). The run records why, finishes, and a rerun sends nothing again.
+    monkeypatch.setenv("TINY_API_KEY", "secret")
+    prompts_file, prompts = _prompts_file(tmp_path, 4)
+    refused = next(m["content"] for m in prompts[1]["messages"] if m["role"] == "user")
+    server.too_long = refused
+    run_dir = tmp_path / "run"
+    run_preferences(_config(tiny_dir, prompts_file, server.base_url), run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["completions"] == 12 and summary["completions_refused"] == 2 and summary["unrated"] == 3
+    assert server.failed.count(400) == 3  # two pool completions, one judgement, each asked once
+    side = load_source(str(run_dir / "completions")).dataset
+    row = next(r for r in side if refused in json.dumps(r["messages"]))
+    errors = [rating["error"] for rating in row["ratings"]]
+    assert sum("no completion" in e and "HTTP 400" in e for e in errors if e) == 2
+    assert sum(e is not None and e.startswith("http") and "maximum context length" in e for e in errors) == 1
+    pairs = load_source(str(run_dir / "pairs")).dataset
+    assert all(refused not in json.dumps(pair["chosen"]) for pair in pairs)
+    served, failed = len(server.served), len(server.failed)
+    run_preferences(_config(tiny_dir, prompts_file, server.base_url), run_dir)
+    assert (len(server.served), len(server.failed)) == (served, failed)

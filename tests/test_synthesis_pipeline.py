@@ -31,7 +31,8 @@ class ScriptedChatServer:
 
     def __init__(self):
         self.served: list[dict] = []
-        self.fail_after: int | None = None
+        self.fail_after: int | None = None  # after this many served requests the server fails (HTTP 503)
+        self.too_long: str | None = None  # requests with this text are refused (HTTP 400), one by one
         self._lock = threading.Lock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
@@ -68,14 +69,15 @@ class ScriptedChatServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the http.server hook name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                refused = server.too_long is not None and server.too_long in body["messages"][-1]["content"]
                 with server._lock:
                     failing = server.fail_after is not None and len(server.served) >= server.fail_after
-                    if not failing:
+                    if not failing and not refused:
                         server.served.append(body)
-                if failing:
-                    self.send_response(400)
+                if failing or refused:
+                    self.send_response(400 if refused else 503)
                     self.end_headers()
-                    self.wfile.write(b'{"error": "scripted failure"}')
+                    self.wfile.write(b'{"error": "too long"}' if refused else b'{"error": "scripted failure"}')
                     return
                 payload = json.dumps(
                     {
@@ -188,6 +190,16 @@ def test_failed_run_resumes_without_resending_answered_calls(tmp_path, server):
             for run in (reference, tmp_path / "resumed")
         ]
         assert hashes[0] == hashes[1]
+
+
+def test_a_refused_request_is_a_reject_and_the_run_goes_on(tmp_path, server):
+    server.too_long = "a sailor"  # its two prompt requests: refused as too long for the context
+    run_synthesis(_config(tmp_path, server), tmp_path / "run")
+    counts = json.loads((tmp_path / "run" / "summary.json").read_text())["counts"]
+    assert counts["prompt_generation:request_rejected"] == 2 and counts["rows"] == 5 - 2  # the sailor gave 2
+    rejects = [json.loads(line) for line in (tmp_path / "run" / "rejects.jsonl").read_text().splitlines()]
+    refused = [r for r in rejects if r["reason"] == "request_rejected"]
+    assert len(refused) == 2 and all("HTTP 400" in r["detail"] for r in refused)
 
 
 def test_near_duplicates_keep_the_first_and_ignore_case_and_punctuation():

@@ -147,7 +147,9 @@ def judge(spec: TaskSpec, items: list[Instruction], outputs: list[str], work: Pa
         reply = replies[key]
         top = [tuple(pair) for pair in reply["logprobs"][0]["top"]] if reply["logprobs"] else []
         records[position] = {"judge_reply": reply["text"], "judge_top_logprobs": [list(pair) for pair in top],
-                             "judge_preference": preference_from_top_logprobs(tuple(top))}
+                             "judge_preference": preference_from_top_logprobs(tuple(top)),
+                             # A judging request the server refused: no preference (counted as not judged).
+                             **({"judge_error": reply["error"]} if reply.get("error") else {})}
     preferences = []
     for item in items:
         if item.position not in records:

@@ -25,6 +25,9 @@ from typing import Any
 from tulu_cli.errors import StageError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Statuses by which a server refuses one request, not every request: a prompt too long for the
+# context, a content filter, a value out of range. Sending it again gets the same answer.
+REQUEST_REJECTED_STATUS = frozenset({400, 413, 422})
 
 
 # `json.loads` joins an escaped surrogate pair into one character: any surrogate left is a lone one.
@@ -43,8 +46,13 @@ def valid_unicode(value: Any) -> Any:
         return {valid_unicode(key): valid_unicode(item) for key, item in value.items()}
     return value
 
+
 class ApiError(StageError):
     """A request that failed for good (non-retryable status, or retries exhausted)."""
+
+
+class RequestRejected(ApiError):
+    """The server refused this one request (a status in REQUEST_REJECTED_STATUS)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,8 @@ class ChatReply:
     finished: bool  # finish_reason == "stop" (False: cut at max_tokens)
     # One entry per generated token when log-probs were asked for (None otherwise).
     logprobs: tuple[TokenLogprobs, ...] | None = None
+    # Why the server refused the request (`RequestRejected`); the text is then empty.
+    error: str | None = None
 
 
 class ChatClient:
@@ -150,6 +160,8 @@ class ChatClient:
                     return valid_unicode(json.loads(response.read().decode("utf-8")))
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode("utf-8", "replace")[:300]
+                if exc.code in REQUEST_REJECTED_STATUS:
+                    raise RequestRejected(f"{url}: HTTP {exc.code}: {detail}") from None
                 if exc.code not in RETRYABLE_STATUS:
                     raise ApiError(f"{url}: HTTP {exc.code}: {detail}") from None
                 last_error = f"HTTP {exc.code}: {detail}"

@@ -98,19 +98,23 @@ class LLMJudge:
                 break
             sampling = self.sampling if attempt == 0 else self.retry_sampling
             calls = {f"{item.key}@{attempt}": item for item in pending}
-            replies = {key: done[key]["text"] for key in calls if key in done}
+            replies = {key: done[key] for key in calls if key in done}
             requests = [ChatRequest(key, self.messages(item), seed=seed + 7919 * attempt + index)
                         for index, (key, item) in enumerate(calls.items()) if key not in replies]
             for key, reply in self.model.complete(requests, sampling, seed + 7919 * attempt):
+                replies[key] = {"text": reply.text, **({"error": reply.error} if reply.error else {})}
                 if self.model.resumable_calls:
-                    journal.append(key, {"text": reply.text})
-                replies[key] = reply.text
+                    journal.append(key, replies[key])
             still_pending = []
             for key, item in calls.items():
                 judgement = judgements[item.key]
                 judgement.attempts += 1
-                judgement.replies.append(replies[key])
-                judgement.ratings = parse_ratings(replies[key], list(self.aspects), self.low, self.high)
+                if replies[key].get("error"):
+                    # The server refused this judging request (e.g. too long): asking again gets the same.
+                    judgement.error = replies[key]["error"]
+                    continue
+                judgement.replies.append(replies[key]["text"])
+                judgement.ratings = parse_ratings(replies[key]["text"], list(self.aspects), self.low, self.high)
                 if judgement.ratings is None:
                     judgement.unparsable += 1
                     still_pending.append(item)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
-from tulu_cli.preferences.chat_api import ChatClient, ChatReply, EndpointConfig
+from tulu_cli.preferences.chat_api import ChatClient, ChatReply, EndpointConfig, RequestRejected
 from tulu_cli.preferences.store import ShardStore
 
 LOCAL_KEYS = {"kind", "path", "backend", "batch_size", "tensor_parallel_size", "gpu_memory_utilization", "dtype"}
@@ -114,9 +114,14 @@ class EndpointChatModel:
         def call(request: ChatRequest) -> tuple[str, ChatReply]:
             options = {"temperature": sampling.temperature, "top_p": sampling.top_p,
                        "max_tokens": sampling.max_new_tokens, "seed": request.seed}
-            if request.prompt is not None:
-                return request.key, self.client.complete_prompt(request.prompt, **options)
-            return request.key, self.client.complete(request.messages, top_logprobs=top_logprobs, **options)
+            try:
+                if request.prompt is not None:
+                    return request.key, self.client.complete_prompt(request.prompt, **options)
+                return request.key, self.client.complete(request.messages, top_logprobs=top_logprobs, **options)
+            except RequestRejected as exc:
+                # This request's answer, kept like any other: its row is set aside with the reason, and a
+                # rerun does not send it again.
+                return request.key, ChatReply(text="", finished=False, error=str(exc))
 
         pending_requests = iter(requests)
         failure: BaseException | None = None
@@ -156,8 +161,11 @@ def build_chat_model(name: str, spec: dict, default_backend: str = "hf", default
 
 
 def reply_record(reply: ChatReply) -> dict:
-    """What the work store keeps of a reply: its text and finish, and its log-probs when they were asked for."""
+    """What the work store keeps of a reply: its text and finish, why the server refused it (if it did),
+    and its log-probs when they were asked for."""
     record = {"text": reply.text, "finished": reply.finished}
+    if reply.error is not None:
+        record["error"] = reply.error
     if reply.logprobs is not None:
         record["logprobs"] = [{"token": t.token, "logprob": t.logprob, "top": [list(pair) for pair in t.top]}
                               for t in reply.logprobs]

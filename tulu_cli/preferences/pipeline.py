@@ -22,7 +22,7 @@ from tulu_cli.generation import SamplingConfig
 from tulu_cli.io import atomic_write_json
 from tulu_cli.preferences.assign import ON_POLICY, assign_models, check_slots
 from tulu_cli.preferences.binarize import STRATEGIES, Candidate, choose_pair
-from tulu_cli.preferences.judges import JUDGE_KINDS, JudgeItem, LLMJudge, VerifierJudge, tie_reason
+from tulu_cli.preferences.judges import JUDGE_KINDS, JudgeItem, Judgement, LLMJudge, VerifierJudge, tie_reason
 from tulu_cli.preferences.models import ChatRequest, build_chat_model, complete_shard
 from tulu_cli.preferences.prompts import Prompt, load_prompts
 from tulu_cli.preferences.store import ShardStore, derived_seed, fingerprint
@@ -93,10 +93,15 @@ def _judge(cfg: dict, shards: list[list[Prompt]], completions: dict[str, dict], 
                 advance(1)
                 continue
             judge = judge or _build_judge(cfg, config.get("generation") or {})
-            items = [JudgeItem(key, prompt, completions[key]["text"])
-                     for prompt in prompts for key in _keys(prompt, per_prompt)]
-            judgements = judge.judge(items, derived_seed(config.get("seed", 0), "judge", index), store.journal(index))
-            store.write(index, [{"key": item.key, **judgements[item.key].to_json()} for item in items])
+            keys = [key for prompt in prompts for key in _keys(prompt, per_prompt)]
+            # A completion the server refused to write has nothing to judge: it stays unrated, with the reason.
+            refused = {key: Judgement(error=f"no completion: {completions[key]['error']}")
+                       for key in keys if completions[key].get("error")}
+            items = [JudgeItem(key, prompt, completions[key]["text"]) for prompt in prompts
+                     for key in _keys(prompt, per_prompt) if key not in refused]
+            judgements = {**judge.judge(items, derived_seed(config.get("seed", 0), "judge", index),
+                                        store.journal(index)), **refused}
+            store.write(index, [{"key": key, **judgements[key].to_json()} for key in keys])
             advance(1)
     if judge is not None and hasattr(judge, "model"):
         judge.model.close()
@@ -170,6 +175,7 @@ def run_preferences(config: dict, run_dir: Path) -> None:
                           "ratings": [{key: r[key] for key in ("ratings", "mean", "attempts", "unparsable",
                                                                 "error", "replies")} for r in rated]})
         counts["completions"] += len(rated)
+        counts["completions_refused"] += sum("error" in completions[k] for k in keys)
         counts["unrated"] += sum(r["mean"] is None for r in rated)
         counts["unparsable_replies"] += sum(r["unparsable"] for r in rated)
         candidates = [Candidate(slot, r["text"], r["mean"]) for slot, r in enumerate(rated)]
@@ -198,4 +204,5 @@ def run_preferences(config: dict, run_dir: Path) -> None:
         console.print(f"{name}: {info['pairs']} pairs ({info['strategy']}); skipped "
                       + (", ".join(f"{k} {v}" for k, v in sorted(info["skipped"].items())) or "none"))
     console.print(f"completions: {counts['completions']} ({counts['unrated']} unrated, "
+                  f"{counts['completions_refused']} refused by their server, "
                   f"{counts['unparsable_replies']} unparsable judge replies) in {run_dir / 'completions'}")

@@ -150,8 +150,11 @@ def persona_prompts(config: dict, work: Path, rejects: list[dict], counts: Count
         for request in template.requests(persona, seed):
             reply = replies[request.key]
             counts["generated"] += 1
-            parsed = template.parse(reply["text"], reply["finished"])
             row_id = f"{skill}-{request.key.replace('/', '-')}"
+            if reply.get("error"):
+                _reject(rejects, counts, "prompt_generation", row_id, "request_rejected", reply["error"])
+                continue
+            parsed = template.parse(reply["text"], reply["finished"])
             if isinstance(parsed, tuple):
                 _reject(rejects, counts, "prompt_generation", row_id, *parsed, raw=reply["text"])
                 continue
@@ -262,7 +265,12 @@ def add_responses(
     )
     out = []
     for row in rows:
-        texts = [replies[f"{row['id']}/{n}"]["text"] for n in range(samples)]
+        answers = [replies[f"{row['id']}/{n}"] for n in range(samples)]
+        refused = next((answer["error"] for answer in answers if answer.get("error")), None)
+        if refused is not None:
+            _reject(rejects, counts, "responses", row["id"], "request_rejected", refused)
+            continue
+        texts = [answer["text"] for answer in answers]
         row = {**row, "response": texts[0]}
         if agree:
             verifier = str(agree.get("verifier", "math"))
