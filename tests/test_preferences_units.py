@@ -88,3 +88,36 @@ def test_journal_ignores_a_torn_tail_and_a_finished_shard_drops_it(tmp_path):
     assert not store.done(0)
     store.write(0, [{"key": "a"}, {"key": "b"}])
     assert store.done(0) and store.read(0) == [{"key": "a"}, {"key": "b"}] and not journal.path.exists()
+
+
+def test_prompts_are_read_a_shard_at_a_time_and_the_work_key_is_the_whole_descriptions_fingerprint(tmp_path):
+    # The work store's name hashes every prompt and its models as one JSON document; it is now written
+    # a piece at a time. It must equal the fingerprint of the whole document (so a store made before is
+    # found), over more prompts than one read, with repeated ids and ids that sort by code point.
+    import json
+
+    from tulu_cli.preferences.pipeline import work_key
+    from tulu_cli.preferences.prompts import READ_ROWS, load_prompts
+    from tulu_cli.preferences.store import fingerprint
+    from tulu_cli.progress import progress_bars
+
+    rows = [{"id": ["dup", "é", "z", "ä", f"p{i}"][i % 5],
+             "messages": [{"role": "user", "content": f"question {i} ü"}, {"role": "assistant", "content": "a"}]}
+            for i in range(READ_ROWS + 100)]
+    source = tmp_path / "prompts.jsonl"
+    source.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    with progress_bars() as new_bar:
+        prompts, _ = load_prompts({"kind": "sft", "sources": {"s": {"path": str(source), "take": 1.0}}}, 3, new_bar)
+    everything = list(prompts)
+    assert len(everything) == len(rows) and len({p.id for p in everything}) == len(rows)
+    assert [p.id for p in everything if p.id.startswith("dup")][:3] == ["dup", "dup#2", "dup#3"]
+    assert prompts.shard(1, 7) == everything[7:14] and all(p.messages[-1]["role"] == "user" for p in everything)
+
+    def slots_of(uid: str) -> list[str]:
+        return assign_models(uid, 3, 1, ["a", "b"], 3)
+
+    specs, sampling, generation = {"a": {"base_url": "http://a"}, "b": {"path": "x"}}, {"temperature": 1.0}, None
+    whole = fingerprint({"prompts": [p.to_json() for p in everything], "slots": {p.id: slots_of(p.id) for p in everything},
+                         "shard_size": 8, "models": specs, "sampling": sampling, "generation": generation, "seed": 3})
+    assert work_key(prompts, slots_of, 8, specs, sampling, generation, 3) == whole
+    assert work_key(prompts, slots_of, 9, specs, sampling, generation, 3) != whole

@@ -9,22 +9,28 @@ All paid work lives in the run directory's `work` folder (see `store`): rerunnin
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from tulu_cli.curate.dataset_dir import write_dataset, write_rows_jsonl
+from tulu_cli.curate.dataset_dir import write_dataset
 from tulu_cli.curate.display import console
 from tulu_cli.curate.schemas import ARROW_SCHEMAS
+from tulu_cli.data.arrow_rows import write_rows
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
-from tulu_cli.io import atomic_write_json
+from tulu_cli.io import atomic_copy, atomic_write_json, json_line
 from tulu_cli.preferences.assign import ON_POLICY, assign_models, check_slots
 from tulu_cli.preferences.binarize import STRATEGIES, Candidate, choose_pair
 from tulu_cli.preferences.judges import JUDGE_KINDS, JudgeItem, Judgement, LLMJudge, VerifierJudge, tie_reason
 from tulu_cli.preferences.models import ChatRequest, build_chat_model, complete_shard
-from tulu_cli.preferences.prompts import Prompt, load_prompts
+from tulu_cli.preferences.prompts import READ_ROWS, Prompt, PromptSet, load_prompts
 from tulu_cli.preferences.store import ShardStore, derived_seed, fingerprint
 from tulu_cli.progress import progress_bars
 
@@ -46,25 +52,51 @@ def _build_model(name: str, spec: dict, generation: dict):
     return build_chat_model(name, spec, generation.get("backend", "hf"), int(generation.get("batch_size", 32)))
 
 
-def _sample(specs: dict, shards: list[list[Prompt]], slots: dict[str, list[str]], sampling: SamplingConfig,
-            config: dict, work: Path) -> dict[str, ShardStore]:
+def work_key(prompts: PromptSet, slots_of: Callable[[str], list[str]], shard_size: int, specs: dict,
+             sampling: dict, generation: dict | None, seed: int) -> str:
+    """The name of the run's work store: `fingerprint` of {"prompts": [every prompt], "slots": {id: its
+    models}, "shard_size", "models", "sampling", "generation", "seed"}, the same JSON text hashed a piece
+    at a time, so that the prompts are never all in memory and a store made before stays found.
+    (Pieces are escaped on their own where a string holds a lone surrogate; the mix builder rejects those.)"""
+    digest = hashlib.sha256()
+    options = {"sort_keys": True, "separators": (",", ":"), "default": str}
+
+    def put(text: str) -> None:
+        digest.update(text.encode("utf-8"))
+
+    put(f'{{"generation":{json_line(generation, **options)},"models":{json_line(specs, **options)},"prompts":[')
+    for number, prompt in enumerate(prompts):
+        put(("," if number else "") + json_line(prompt.to_json(), **options))
+    put(f'],"sampling":{json_line(sampling, **options)},"seed":{json_line(seed)},'
+        f'"shard_size":{json_line(shard_size)},"slots":{{')
+    # Keys in sorted order, as `sort_keys` writes them (UTF-8 byte order is code point order).
+    ids = prompts.ids.take(pc.sort_indices(prompts.ids))
+    for start in range(0, len(ids), READ_ROWS):
+        for number, uid in enumerate(ids[start:start + READ_ROWS].to_pylist(), start):
+            put(("," if number else "") + json_line(uid) + ":" + json_line(slots_of(uid), **options))
+    put("}}")
+    return digest.hexdigest()[:16]
+
+
+def _sample(specs: dict, prompts: PromptSet, shard_size: int, slots_of: Callable[[str], list[str]],
+            sampling: SamplingConfig, config: dict, work: Path) -> dict[str, ShardStore]:
     """Every model's completions, shard by shard; returns the finished store of each model."""
     stores = {name: ShardStore(work / "completions" / name, {"model": name, "spec": spec})
               for name, spec in specs.items()}
-    seed = int(config.get("seed", 0))
+    seed, shards = int(config.get("seed", 0)), prompts.shards(shard_size)
     with progress_bars() as new_bar:
         for name, spec in specs.items():
             store = stores[name]
-            todo = [index for index in range(len(shards)) if not store.done(index)]
-            advance = new_bar(f"completions: {name}", len(shards))
-            advance(len(shards) - len(todo))
+            todo = [index for index in range(shards) if not store.done(index)]
+            advance = new_bar(f"completions: {name}", shards)
+            advance(shards - len(todo))
             if not todo:
                 continue  # finished in an earlier run: the model is not even loaded
             model = _build_model(name, spec, config.get("generation") or {})
             for index in todo:
                 requests = [ChatRequest(f"{prompt.id}/{slot}", prompt.messages, derived_seed(seed, prompt.id, slot))
-                            for prompt in shards[index] for slot, owner in enumerate(slots[prompt.id])
-                            if owner == name]
+                            for prompt in prompts.shard(index, shard_size)
+                            for slot, owner in enumerate(slots_of(prompt.id)) if owner == name]
                 complete_shard(model, store, index, requests, sampling, derived_seed(seed, name, index), {"model": name})
                 advance(1)
             model.close()
@@ -82,22 +114,29 @@ def _build_judge(cfg: dict, generation: dict):
     return LLMJudge(cfg, _build_model("judge", dict(cfg["model"]), generation))
 
 
-def _judge(cfg: dict, shards: list[list[Prompt]], completions: dict[str, dict], per_prompt: int, config: dict,
-           root: Path) -> ShardStore:
+def _shard_completions(stores: dict[str, ShardStore], index: int) -> dict[str, dict]:
+    """Every model's completions of shard `index`, by key."""
+    return {row["key"]: row for store in stores.values() for row in store.read(index)}
+
+
+def _judge(cfg: dict, prompts: PromptSet, shard_size: int, stores: dict[str, ShardStore], per_prompt: int,
+           config: dict, root: Path) -> ShardStore:
     store = ShardStore(root, {"judge": cfg})
     judge = None
+    shards = prompts.shards(shard_size)
     with progress_bars() as new_bar:
-        advance = new_bar(f"judge: {cfg.get('kind')}", len(shards))
-        for index, prompts in enumerate(shards):
+        advance = new_bar(f"judge: {cfg.get('kind')}", shards)
+        for index in range(shards):
             if store.done(index):
                 advance(1)
                 continue
             judge = judge or _build_judge(cfg, config.get("generation") or {})
-            keys = [key for prompt in prompts for key in _keys(prompt, per_prompt)]
+            shard, completions = prompts.shard(index, shard_size), _shard_completions(stores, index)
+            keys = [key for prompt in shard for key in _keys(prompt, per_prompt)]
             # A completion the server refused to write has nothing to judge: it stays unrated, with the reason.
             refused = {key: Judgement(error=f"no completion: {completions[key]['error']}")
                        for key in keys if completions[key].get("error")}
-            items = [JudgeItem(key, prompt, completions[key]["text"]) for prompt in prompts
+            items = [JudgeItem(key, prompt, completions[key]["text"]) for prompt in shard
                      for key in _keys(prompt, per_prompt) if key not in refused]
             judgements = {**judge.judge(items, derived_seed(config.get("seed", 0), "judge", index),
                                         store.journal(index)), **refused}
@@ -112,10 +151,6 @@ def _keys(prompt: Prompt, per_prompt: int) -> list[str]:
     return [f"{prompt.id}/{slot}" for slot in range(per_prompt)]
 
 
-def _read_all(store: ShardStore, shards: int) -> dict[str, dict]:
-    return {row["key"]: row for index in range(shards) for row in store.read(index)}
-
-
 def _pair_row(prompt: Prompt, chosen: dict, rejected: dict) -> dict:
     first_user = next(m["content"] for m in prompt.messages if m["role"] == "user")
     return {"id": prompt.id, "source": prompt.source, "prompt": first_user,
@@ -125,11 +160,34 @@ def _pair_row(prompt: Prompt, chosen: dict, rejected: dict) -> dict:
             "chosen_rating": chosen["mean"], "rejected_rating": rejected["mean"]}
 
 
+def _rated_shards(prompts: PromptSet, shard_size: int, stores: dict[str, ShardStore], judged: ShardStore,
+                  per_prompt: int) -> Iterator[list[tuple[Prompt, list[dict]]]]:
+    """Shard by shard: each prompt with its completions, each merged with its judgement, in slot order."""
+    for index in range(prompts.shards(shard_size)):
+        completions = _shard_completions(stores, index)
+        judgements = {row["key"]: row for row in judged.read(index)}
+        yield [(prompt, [{**completions[key], **judgements[key]} for key in _keys(prompt, per_prompt)])
+               for prompt in prompts.shard(index, shard_size)]
+
+
+def _side_row(prompt: Prompt, rated: list[dict]) -> dict:
+    """A prompt with every completion and every rating (the `completions` dataset)."""
+    return {**prompt.to_json(),
+            "completions": [{"model": r["model"], "text": r["text"], "finished": r["finished"]} for r in rated],
+            "ratings": [{key: r[key] for key in ("ratings", "mean", "attempts", "unparsable", "error", "replies")}
+                        for r in rated]}
+
+
+def _memory_mapped(path: Path) -> pa.Table:
+    return pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+
+
 def run_preferences(config: dict, run_dir: Path) -> None:
     specs = _pool_specs(config)
     completions_cfg = dict(config.get("completions") or {})
     per_prompt, on_policy = int(completions_cfg.get("per_prompt", 4)), int(completions_cfg.get("on_policy", 1))
-    check_slots(per_prompt, on_policy, [name for name in specs if name != ON_POLICY])
+    pool = [name for name in specs if name != ON_POLICY]
+    check_slots(per_prompt, on_policy, pool)
     strategies = dict(config.get("binarize") or {"pairs": "random_lower"})
     for name, strategy in strategies.items():
         if strategy not in STRATEGIES or name in ("completions", "work"):
@@ -140,65 +198,69 @@ def run_preferences(config: dict, run_dir: Path) -> None:
 
     with progress_bars() as new_bar:
         prompts, mix = load_prompts(dict(config.get("prompts") or {}), seed, new_bar)
-    write_rows_jsonl(run_dir / "prompts.rejects.jsonl", mix.rejects)
-    if not prompts:
+    atomic_copy(mix.rejects.path, run_dir / "prompts.rejects.jsonl")
+    if not len(prompts):
         raise StageError("prompts: no usable prompt (see prompts.rejects.jsonl)")
-    slots = {p.id: assign_models(p.id, per_prompt, on_policy, [n for n in specs if n != ON_POLICY], seed)
-             for p in prompts}
+
+    def slots_of(prompt_id: str) -> list[str]:
+        return assign_models(prompt_id, per_prompt, on_policy, pool, seed)
+
     shard_size = int(config.get("shard_size", 64))
-    shards = [prompts[i:i + shard_size] for i in range(0, len(prompts), shard_size)]
     sampling = SamplingConfig(max_new_tokens=int(completions_cfg.get("max_new_tokens", 512)),
                               temperature=float(completions_cfg.get("temperature", 1.0)),
                               top_p=float(completions_cfg.get("top_p", 1.0)))
-    work = run_dir / "work" / fingerprint({"prompts": [p.to_json() for p in prompts], "slots": slots,
-                                           "shard_size": shard_size, "models": specs, "sampling": sampling.__dict__,
-                                           "generation": config.get("generation"), "seed": seed})
-    console.print(f"preference data: {len(prompts)} prompts x {per_prompt} completions in {len(shards)} shards; "
-                  f"work store {work.relative_to(run_dir)}")
+    work = run_dir / "work" / work_key(prompts, slots_of, shard_size, specs, sampling.__dict__,
+                                        config.get("generation"), seed)
+    console.print(f"preference data: {len(prompts)} prompts x {per_prompt} completions in "
+                  f"{prompts.shards(shard_size)} shards; work store {work.relative_to(run_dir)}")
 
-    stores = _sample(specs, shards, slots, sampling, config, work)
-    completions: dict[str, dict] = {}
-    for store in stores.values():
-        completions.update(_read_all(store, len(shards)))
-    judged = _read_all(_judge(judge_cfg, shards, completions, per_prompt, config,
-                              work / "judgements" / fingerprint(judge_cfg)), len(shards))
+    stores = _sample(specs, prompts, shard_size, slots_of, sampling, config, work)
+    judged = _judge(judge_cfg, prompts, shard_size, stores, per_prompt, config,
+                    work / "judgements" / fingerprint(judge_cfg))
 
-    side_rows, pair_rows = [], {name: [] for name in strategies}
+    # The outputs are assembled a shard at a time into Arrow files, then written as datasets from them.
+    spool = Path(tempfile.mkdtemp(dir=run_dir, prefix=".assemble-"))
     skipped = {name: Counter() for name in strategies}
     counts: Counter = Counter()
-    for prompt in prompts:
-        keys = _keys(prompt, per_prompt)
-        rated = [{**completions[k], **judged[k]} for k in keys]
-        side_rows.append({**prompt.to_json(),
-                          "completions": [{"model": r["model"], "text": r["text"], "finished": r["finished"]}
-                                          for r in rated],
-                          "ratings": [{key: r[key] for key in ("ratings", "mean", "attempts", "unparsable",
-                                                                "error", "replies")} for r in rated]})
-        counts["completions"] += len(rated)
-        counts["completions_refused"] += sum("error" in completions[k] for k in keys)
-        counts["unrated"] += sum(r["mean"] is None for r in rated)
-        counts["unparsable_replies"] += sum(r["unparsable"] for r in rated)
-        candidates = [Candidate(slot, r["text"], r["mean"]) for slot, r in enumerate(rated)]
-        for name, strategy in strategies.items():
-            outcome = choose_pair(candidates, strategy, seed, prompt.id, tie_reason(judge_cfg.get("kind", "")))
-            if isinstance(outcome, str):
-                skipped[name][outcome] += 1
-            else:
-                pair_rows[name].append(_pair_row(prompt, rated[outcome[0].slot], rated[outcome[1].slot]))
+    writers = {name: pa.ipc.new_stream(str(spool / f"{name}.arrow"), PAIR_SCHEMA) for name in strategies}
+    for shard in _rated_shards(prompts, shard_size, stores, judged, per_prompt):
+        pair_rows: dict[str, list[dict]] = {name: [] for name in strategies}
+        for prompt, rated in shard:
+            counts["completions"] += len(rated)
+            counts["completions_refused"] += sum(r["error"] is not None and r["error"].startswith("no completion")
+                                                 for r in rated)
+            counts["unrated"] += sum(r["mean"] is None for r in rated)
+            counts["unparsable_replies"] += sum(r["unparsable"] for r in rated)
+            candidates = [Candidate(slot, r["text"], r["mean"]) for slot, r in enumerate(rated)]
+            for name, strategy in strategies.items():
+                outcome = choose_pair(candidates, strategy, seed, prompt.id, tie_reason(judge_cfg.get("kind", "")))
+                if isinstance(outcome, str):
+                    skipped[name][outcome] += 1
+                else:
+                    pair_rows[name].append(_pair_row(prompt, rated[outcome[0].slot], rated[outcome[1].slot]))
+        for name, rows in pair_rows.items():
+            if rows:
+                writers[name].write_batch(pa.RecordBatch.from_pylist(rows, schema=PAIR_SCHEMA))
+    for writer in writers.values():
+        writer.close()
+    write_rows(spool / "completions.arrow", lambda: ([_side_row(*item) for item in shard]
+                                                     for shard in _rated_shards(prompts, shard_size, stores,
+                                                                                judged, per_prompt)))
 
     base_manifest = {"mode": "preferences", "seed": seed, "prompts": len(prompts),
                      "prompt_sources": [s.to_json() for s in mix.sources], "config": config}
     rows_per_file = int(config.get("rows_per_file", 100_000))
-    write_dataset(run_dir / "completions", pa.Table.from_pylist(side_rows),
+    write_dataset(run_dir / "completions", _memory_mapped(spool / "completions.arrow"),
                   {"name": "completions", "kind": "preference_completions", **base_manifest,
                    "counts": dict(counts)}, rows_per_file)
     summary = {"prompts": len(prompts), "prompts_rejected": len(mix.rejects), **counts, "datasets": {}}
     for name in strategies:
-        table = pa.Table.from_pylist(pair_rows[name], schema=PAIR_SCHEMA)
+        table = _memory_mapped(spool / f"{name}.arrow")
         write_dataset(run_dir / name, table, {"name": name, "kind": "preference", "strategy": strategies[name],
                                               **base_manifest, "skipped": dict(skipped[name])}, rows_per_file)
         summary["datasets"][name] = {"path": str(run_dir / name), "strategy": strategies[name],
                                      "pairs": table.num_rows, "skipped": dict(skipped[name])}
+    shutil.rmtree(spool, ignore_errors=True)
     atomic_write_json(run_dir / "summary.json", summary)
     for name, info in summary["datasets"].items():
         console.print(f"{name}: {info['pairs']} pairs ({info['strategy']}); skipped "
