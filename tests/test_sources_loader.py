@@ -294,6 +294,28 @@ def test_rows_go_to_arrow_in_batches_not_into_python_memory(tmp_path):
     assert row_dict(loaded.dataset[12_345]) == rows[12_345] and loaded.row_number(12_345) == 12_346
 
 
+def test_rejects_are_kept_on_disk_not_in_python_memory(tmp_path):
+    # A file of mostly bad lines (a wrong export, a truncated dump): every bad line is a reject with its
+    # raw text, and they are counted and read back from disk, not held as a list.
+    bad = "{not json " + "x" * 400
+    source = tmp_path / "mostly_bad.jsonl"
+    source.write_text("".join((json.dumps({"id": i}) if i % 1000 == 0 else bad) + "\n" for i in range(20_000)))
+    load_source(str(write_lines(tmp_path / "warm.jsonl", [{"id": 1}])))  # the loader's imports, outside the count
+    tracemalloc.start()
+    try:
+        loaded = load_source(str(source))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(loaded.dataset) == 20 and len(loaded.rejects) == 19_980 and not isinstance(loaded.rejects, list)
+    # Their raw text alone is ~8 MB (held as rejects, ~60 MB at the peak); the loader holds a batch of rows.
+    assert peak < 2_000_000, peak
+    first, last = loaded.rejects[0], list(loaded.rejects)[-1]
+    assert (first.source, first.row, first.reason) == (str(source), 2, "unparsable_line") and last.row == 20_000
+    again = load_source(str(source))  # from the cache: the same rejects
+    assert len(again.rejects) == 19_980 and again.rejects[5] == loaded.rejects[5]
+
+
 def test_a_changed_file_is_read_again_not_taken_from_the_cache(tmp_path):
     source = write_lines(tmp_path / "changing.jsonl", [{"id": 1}])
     assert rows_of(load_source(str(source))) == [{"id": 1}]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tulu_cli.io import atomic_dir, atomic_write_json, atomic_write_text, json_line
+from tulu_cli.io import atomic_dir, atomic_open, atomic_write_json, json_line
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "tulu-dataset/1"
@@ -101,6 +102,9 @@ def read_manifest(path: Path) -> dict | None:
     return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
 
-def write_rows_jsonl(path: Path, rows: list[dict]) -> None:
-    """Side files (rejects, removed rows): one JSON object per line, written atomically."""
-    atomic_write_text(path, "".join(json_line(row, default=str) + "\n" for row in rows))
+def write_rows_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """Side files (rejects, removed rows): one JSON object per line, written atomically as `rows` are
+    iterated (a generator is never gathered into one string)."""
+    with atomic_open(path) as handle:
+        for row in rows:
+            handle.write(json_line(row, default=str) + "\n")

@@ -10,6 +10,7 @@ element in a JSON array, the row of a Parquet/Arrow file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -55,12 +56,51 @@ class Reject:
                 "detail": self.detail, "raw": self.raw}
 
 
+class RejectFile:
+    """Rejects kept on disk, one JSON object a line: appended, counted, iterated and indexed from the
+    file, never held as a list (a file of a million bad lines has a million rejects)."""
+
+    def __init__(self, path: Path, count: int = 0):
+        self.path = Path(path)
+        self.count = count
+        self._handle: TextIO | None = None
+
+    def append(self, reject: Reject) -> None:
+        from tulu_cli.io import json_line
+
+        if self._handle is None:
+            self._handle = self.path.open("a", encoding="utf-8")
+        self._handle.write(json_line(reject.to_json(), default=str) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self.path.touch()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Reject]:
+        if not self.count:
+            return
+        with self.path.open(encoding="utf-8") as handle:
+            for line in handle:
+                yield Reject(**json.loads(line))
+
+    def __getitem__(self, index: int) -> Reject:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return next(itertools.islice(iter(self), index, None))
+
+
 @dataclass
 class ReadLog:
-    """What reading set aside (rejects, each with its reason) and noticed besides (counts such as
-    `utf8_bom`, the files that started with a UTF-8 byte order mark)."""
+    """What reading set aside (rejects, each with its reason; a `RejectFile` for a source of any size)
+    and noticed besides (counts such as `utf8_bom`, the files that started with a UTF-8 byte order mark)."""
 
-    rejects: list[Reject] = field(default_factory=list)
+    rejects: list[Reject] | RejectFile = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
 
     def reject(self, file: Path, row: int, field_: str, reason: str, detail: str, raw: Any = None) -> None:

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from tulu_cli.data.arrow_rows import batched, decode_row, write_rows
-from tulu_cli.data.row_files import QUIET, ROW_FILE_SUFFIXES, ReadLog, Reject, file_rows
+from tulu_cli.data.row_files import QUIET, ROW_FILE_SUFFIXES, ReadLog, Reject, RejectFile, file_rows
 from tulu_cli.errors import StageError
 
 LOCAL_SUFFIXES = ROW_FILE_SUFFIXES
 CURATED_MANIFEST = "manifest.json"
 # Part of the cache key of a streamed source: bump it when the stored layout changes.
-CACHE_FORMAT = "tulu-rows/1"
+CACHE_FORMAT = "tulu-rows/2"
 # `owner/name` or `name`, as the hub spells repository ids; anything else can only be a local path.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
@@ -82,7 +82,8 @@ class RowLocator:
 @dataclass
 class Loaded:
     dataset: Any  # datasets.Dataset, backed by Arrow
-    rejects: list[Reject] = field(default_factory=list)
+    # Rows set aside while reading (on disk for local row files, so a source of many bad rows costs no memory).
+    rejects: list[Reject] | RejectFile = field(default_factory=list)
     # Where each row came from; None for a hub dataset (row numbers are then positions in the split).
     locator: RowLocator | None = None
     # What reading noticed besides the rejects, e.g. {"utf8_bom": 1}: files that began with a byte order mark.
@@ -245,31 +246,35 @@ def _load_streamed(name: str, files: list[Path], max_rows: int | None) -> Loaded
 
     base = _cache_base(files, max_rows)
     arrow, sidecar = base.with_suffix(".arrow"), base.with_suffix(".json")
-    if not (arrow.is_file() and sidecar.is_file()):
-        log, locator = ReadLog(), RowLocator()
+    rejects_file = base.with_suffix(".rejects.jsonl")
+    if not (arrow.is_file() and sidecar.is_file() and rejects_file.is_file()):
+        base.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_rejects = tempfile.mkstemp(dir=base.parent, prefix=f".{base.name}.", suffix=".rejects.jsonl")
+        os.close(fd)
+        log, locator = ReadLog(RejectFile(Path(tmp_rejects))), RowLocator()
         reads = iter([(log, locator)])  # the first read records rejects and row places; a second repeats them
 
         def batches() -> Iterator[list[dict]]:
             read_log, read_locator = next(reads, (QUIET, None))
             return batched(_located_rows(name, files, read_log, read_locator, max_rows))
 
-        base.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=base.parent, prefix=f".{base.name}.", suffix=".arrow")
         os.close(fd)
         try:
             write_rows(Path(tmp), batches)
+            log.rejects.close()
             os.replace(tmp, arrow)
+            os.replace(tmp_rejects, rejects_file)
         finally:
             Path(tmp).unlink(missing_ok=True)
-        record = {"rejects": [r.to_json() for r in log.rejects], "counts": dict(log.counts),
-                  "locator": locator.to_json()}
+            Path(tmp_rejects).unlink(missing_ok=True)
+        record = {"rejects": len(log.rejects), "counts": dict(log.counts), "locator": locator.to_json()}
         from tulu_cli.io import atomic_write_json
 
-        atomic_write_json(sidecar, record)
+        atomic_write_json(sidecar, record)  # written last: the entry is complete once it is there
     record = json.loads(sidecar.read_text(encoding="utf-8"))
-    rejects = [Reject(**reject) for reject in record["rejects"]]
-    return Loaded(datasets.Dataset.from_file(str(arrow)), rejects, RowLocator.from_json(record["locator"]),
-                  Counter(record["counts"]), name)
+    return Loaded(datasets.Dataset.from_file(str(arrow)), RejectFile(rejects_file, record["rejects"]),
+                  RowLocator.from_json(record["locator"]), Counter(record["counts"]), name)
 
 
 def _located_rows(name: str, files: list[Path], log: ReadLog, locator: RowLocator | None,

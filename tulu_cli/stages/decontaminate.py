@@ -179,7 +179,7 @@ def remove_contaminated(train: TrainInput, report: dict, out_root: Path, config:
     removed_file = out_root / f"{train.name}.removed.jsonl"
     write_rows_jsonl(removed_file, removed)
     if train.loaded.rejects:
-        write_rows_jsonl(out_root / f"{train.name}.rejects.jsonl", [r.to_json() for r in train.loaded.rejects])
+        write_rows_jsonl(out_root / f"{train.name}.rejects.jsonl", (r.to_json() for r in train.loaded.rejects))
     per_eval: dict[str, int] = defaultdict(int)
     for item in removed:
         for match in item["matches"]:
