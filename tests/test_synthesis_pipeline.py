@@ -211,10 +211,10 @@ def test_near_duplicates_keep_the_first_and_ignore_case_and_punctuation():
         "short",
         "Short.",
     ]
-    found = near_duplicates(texts, NearDupConfig(ngram=3, threshold=0.7))
+    found = {index: (kept, similarity) for index, kept, similarity in near_duplicates(texts, NearDupConfig(ngram=3, threshold=0.7))}
     assert found[1] == (0, 1.0) and found[5] == (4, 1.0) and 2 not in found
     assert found[3][0] == 0 and 0.7 <= found[3][1] < 1.0
-    assert 3 not in near_duplicates(texts, NearDupConfig(ngram=3, threshold=0.95))
+    assert 3 not in {index for index, _, _ in near_duplicates(texts, NearDupConfig(ngram=3, threshold=0.95))}
     with pytest.raises(ValueError, match="multiple of bands"):
         NearDupConfig(num_perm=10, bands=4)
 
@@ -242,7 +242,8 @@ def test_personas_take_and_rejects(tmp_path):
     path.write_text(
         '{"persona": "a"}\n{"persona": "b"}\n{"persona": "a"}\n{"name": "c"}\nnot json\n{"persona": "d"}\n'
     )
-    personas, rejects = load_personas({"path": str(path)}, seed=0)
+    rejects: list[dict] = []
+    personas = list(load_personas({"path": str(path)}, 0, rejects.append))
     assert [p.text for p in personas] == ["a", "b", "d"] and personas[0].id == "persona-1"
     assert sorted((r["row"], r["reason"]) for r in rejects) == [
         (3, "duplicate"),
@@ -250,7 +251,99 @@ def test_personas_take_and_rejects(tmp_path):
         (5, "unparsable_line"),
     ]
     assert all(r["file"] == str(path) for r in rejects)
-    assert len(load_personas({"path": str(path), "take": 2}, seed=0)[0]) == 2
-    assert len(load_personas({"path": str(path), "take": 10}, seed=0)[0]) == 3
+    assert len(load_personas({"path": str(path), "take": 2}, 0, rejects.append)) == 2
+    assert len(load_personas({"path": str(path), "take": 10}, 0, rejects.append)) == 3
     with pytest.raises(StageError, match="unknown keys"):
-        load_personas({"path": str(path), "colour": 1}, seed=0)
+        load_personas({"path": str(path), "colour": 1}, 0, rejects.append)
+
+
+def _in_memory_near_duplicates(texts: list[str], cfg: NearDupConfig) -> dict[int, tuple[int, float]]:
+    """The plain LSH: every text's shingle set in memory, buckets keyed by the raw band bytes."""
+    from tulu_cli.synthesis.near_dup import _permutations, jaccard, shingles, signature
+
+    a, b = _permutations(cfg.num_perm)
+    width = cfg.num_perm // cfg.bands
+    buckets: list[dict[bytes, list[int]]] = [{} for _ in range(cfg.bands)]
+    sets = [shingles(text, cfg.ngram) for text in texts]
+    found = {}
+    for index, shingle_set in enumerate(sets):
+        sig = signature(shingle_set, a, b)
+        keys = [sig[band * width:(band + 1) * width].tobytes() for band in range(cfg.bands)]
+        candidates = {kept for band, key in enumerate(keys) for kept in buckets[band].get(key, ())}
+        best = max(((jaccard(shingle_set, sets[kept]), -kept) for kept in candidates), default=None)
+        if best is not None and best[0] >= cfg.threshold:
+            found[index] = (-best[1], best[0])
+            continue
+        for band, key in enumerate(keys):
+            buckets[band].setdefault(key, []).append(index)
+    return found
+
+
+def test_near_duplicates_match_the_in_memory_lsh_and_brute_force_jaccard():
+    import random
+
+    from tulu_cli.synthesis.near_dup import jaccard, shingles
+
+    rng = random.Random(5)
+    vocabulary = [f"w{i}" for i in range(400)]
+    texts = []
+    for _ in range(1200):
+        if texts and rng.random() < 0.3:  # an edited copy of an earlier text: one to three words changed
+            words = rng.choice(texts).split()
+            for _ in range(rng.randint(1, 3)):
+                words[rng.randrange(len(words))] = rng.choice(vocabulary)
+            texts.append(" ".join(words))
+        else:
+            texts.append(" ".join(rng.choices(vocabulary, k=rng.randint(12, 30))))
+    texts += ["", "  ", texts[7]]
+    cfg = NearDupConfig(ngram=3, threshold=0.6, num_perm=64, bands=16)
+    found = {index: (kept, similarity) for index, kept, similarity in near_duplicates(texts, cfg)}
+    assert found == _in_memory_near_duplicates(texts, cfg)
+    assert len(found) > 100 and found[len(texts) - 1] == (7, 1.0) and found[len(texts) - 2][1] == 1.0
+    for index, (kept, similarity) in found.items():  # every removal is right by the exact Jaccard
+        assert kept < index and kept not in found
+        assert similarity == jaccard(shingles(texts[index], 3), shingles(texts[kept], 3)) >= 0.6
+
+
+def test_streamed_fingerprint_is_the_fingerprint_of_the_whole_document():
+    from tulu_cli.preferences.store import Streamed, fingerprint, streamed_fingerprint
+
+    items = [{"b": [1, 2.5, None], "a": "caf\u00e9 \U0001f600"}, "x", 3]
+    pairs = {"k1": {"z": 1, "y": [True]}, "k\u00e9": "v", "k2": []}
+    document = {"seed": 3, "nested": {"b": 1, "a": {"d": None}}, "text": 'quote " and \\'}
+    whole = fingerprint({**document, "items": items, "pairs": pairs})
+    assert streamed_fingerprint({**document, "items": Streamed(iter(items)),
+                                 "pairs": Streamed(iter(sorted(pairs.items())), mapping=True)}) == whole
+    assert streamed_fingerprint({**document, "items": Streamed(iter(items[:2])),
+                                 "pairs": Streamed(iter(sorted(pairs.items())), mapping=True)}) != whole
+    assert streamed_fingerprint({"empty": Streamed(iter([]))}) == fingerprint({"empty": []})
+
+
+def test_the_work_store_keeps_the_name_the_whole_request_list_gives_it(tmp_path, server):
+    # Requests are hashed a piece at a time; the store must still be found under the fingerprint of the
+    # whole list, the name a run with every request in memory gave it.
+    from tulu_cli.generation import SamplingConfig
+    from tulu_cli.preferences.store import fingerprint
+    from tulu_cli.synthesis.generate import PromptTemplate
+
+    config = _config(tmp_path, server)
+    del config["responses"]
+    run_synthesis(config, tmp_path / "run")
+    personas = load_personas(config["personas"], config["seed"], lambda reject: None)
+    template = PromptTemplate.from_config(config["prompt_generation"])
+    requests = [r.__dict__ for persona in personas for r in template.requests(persona, config["seed"])]
+    sampling = SamplingConfig(max_new_tokens=64, temperature=1.0, top_p=1.0)
+    key = fingerprint({"requests": requests, "model": config["model"], "sampling": sampling.__dict__,
+                       "shard_size": 2, "generation": {}, "seed": 3})
+    assert [path.name for path in (tmp_path / "run" / "work" / "prompts").iterdir()] == [key]
+    assert not list((tmp_path / "run").glob(".synthesis-*")), "the run's intermediate files are removed"
+
+
+def test_a_run_where_no_row_survives_still_writes_its_rejects(tmp_path, server):
+    config = _config(tmp_path, server)
+    config["prompt_generation"]["min_words"] = 100  # every generated prompt is too short
+    with pytest.raises(StageError, match="no row survived"):
+        run_synthesis(config, tmp_path / "run")
+    rejects = [json.loads(line) for line in (tmp_path / "run" / "rejects.jsonl").read_text().splitlines()]
+    assert sum(r["reason"] == "too_short" for r in rejects) == 12
+    assert not list((tmp_path / "run").glob(".synthesis-*"))

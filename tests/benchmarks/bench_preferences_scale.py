@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -33,14 +34,18 @@ MAX_ANON_GROWTH_MB = 150
 FILLER = " ".join(["step"] * 400)
 
 
-class CannedServer:
-    """`/v1/chat/completions`: '<~2 KB of working> The answer is K.', K from the request's seed."""
+def worked_answer(body: dict) -> str:
+    """'<~2 KB of working> The answer is K.', K from the request's seed."""
+    return f"{FILLER} The answer is {int(body.get('seed') or 0) % 3}."
 
-    def __init__(self):
+
+class CannedServer:
+    """`/v1/chat/completions` on 127.0.0.1, answering each request body with `reply(body)`."""
+
+    def __init__(self, reply: Callable[[dict], str] = worked_answer):
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the http.server hook name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                text = f"{FILLER} The answer is {int(body.get('seed') or 0) % 3}."
+                text = reply(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
                                                    "finish_reason": "stop"}]}).encode()
                 self.send_response(200)

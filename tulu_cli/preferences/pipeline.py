@@ -9,7 +9,6 @@ All paid work lives in the run directory's `work` folder (see `store`): rerunnin
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from collections import Counter
@@ -25,13 +24,13 @@ from tulu_cli.curate.schemas import ARROW_SCHEMAS
 from tulu_cli.data.arrow_rows import write_rows
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
-from tulu_cli.io import atomic_copy, atomic_write_json, json_line
+from tulu_cli.io import atomic_copy, atomic_write_json
 from tulu_cli.preferences.assign import ON_POLICY, assign_models, check_slots
 from tulu_cli.preferences.binarize import STRATEGIES, Candidate, choose_pair
 from tulu_cli.preferences.judges import JUDGE_KINDS, JudgeItem, Judgement, LLMJudge, VerifierJudge, tie_reason
 from tulu_cli.preferences.models import ChatRequest, build_chat_model, complete_shard
 from tulu_cli.preferences.prompts import READ_ROWS, Prompt, PromptSet, load_prompts
-from tulu_cli.preferences.store import ShardStore, derived_seed, fingerprint
+from tulu_cli.preferences.store import ShardStore, Streamed, derived_seed, fingerprint, streamed_fingerprint
 from tulu_cli.progress import progress_bars
 
 PAIR_SCHEMA = ARROW_SCHEMAS["preference"].append(pa.field("chosen_model", pa.string())) \
@@ -54,28 +53,20 @@ def _build_model(name: str, spec: dict, generation: dict):
 
 def work_key(prompts: PromptSet, slots_of: Callable[[str], list[str]], shard_size: int, specs: dict,
              sampling: dict, generation: dict | None, seed: int) -> str:
-    """The name of the run's work store: `fingerprint` of {"prompts": [every prompt], "slots": {id: its
-    models}, "shard_size", "models", "sampling", "generation", "seed"}, the same JSON text hashed a piece
-    at a time, so that the prompts are never all in memory and a store made before stays found.
-    (Pieces are escaped on their own where a string holds a lone surrogate; the mix builder rejects those.)"""
-    digest = hashlib.sha256()
-    options = {"sort_keys": True, "separators": (",", ":"), "default": str}
+    """The name of the run's work store: the fingerprint of {"prompts": [every prompt], "slots": {id: its
+    models}, "shard_size", "models", "sampling", "generation", "seed"}, hashed a piece at a time so that the
+    prompts are never all in memory."""
+    ids = prompts.ids.take(pc.sort_indices(prompts.ids))  # the slots object's keys, in sorted order
 
-    def put(text: str) -> None:
-        digest.update(text.encode("utf-8"))
+    def slots() -> Iterator[tuple[str, list[str]]]:
+        for start in range(0, len(ids), READ_ROWS):
+            for uid in ids[start:start + READ_ROWS].to_pylist():
+                yield uid, slots_of(uid)
 
-    put(f'{{"generation":{json_line(generation, **options)},"models":{json_line(specs, **options)},"prompts":[')
-    for number, prompt in enumerate(prompts):
-        put(("," if number else "") + json_line(prompt.to_json(), **options))
-    put(f'],"sampling":{json_line(sampling, **options)},"seed":{json_line(seed)},'
-        f'"shard_size":{json_line(shard_size)},"slots":{{')
-    # Keys in sorted order, as `sort_keys` writes them (UTF-8 byte order is code point order).
-    ids = prompts.ids.take(pc.sort_indices(prompts.ids))
-    for start in range(0, len(ids), READ_ROWS):
-        for number, uid in enumerate(ids[start:start + READ_ROWS].to_pylist(), start):
-            put(("," if number else "") + json_line(uid) + ":" + json_line(slots_of(uid), **options))
-    put("}}")
-    return digest.hexdigest()[:16]
+    return streamed_fingerprint({"generation": generation, "models": specs,
+                                 "prompts": Streamed(prompt.to_json() for prompt in prompts),
+                                 "sampling": sampling, "seed": seed, "shard_size": shard_size,
+                                 "slots": Streamed(slots(), mapping=True)})
 
 
 def _sample(specs: dict, prompts: PromptSet, shard_size: int, slots_of: Callable[[str], list[str]],

@@ -13,16 +13,56 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tulu_cli.io import atomic_write_json, atomic_write_text, json_line
 
+_CANONICAL = {"sort_keys": True, "separators": (",", ":"), "default": str}
+
 
 def fingerprint(value: Any) -> str:
     """A short stable hash of a JSON-able value (key order does not matter)."""
-    text = json_line(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(json_line(value, **_CANONICAL).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A value of a `streamed_fingerprint` document given as its pieces: the items of a JSON array, or with
+    `mapping` the (key, value) pairs of a JSON object in sorted key order."""
+
+    items: Iterable
+    mapping: bool = False
+
+
+def streamed_fingerprint(document: dict[str, Any]) -> str:
+    """`fingerprint(document)` with its `Streamed` values hashed a piece at a time as they are iterated, so a
+    description of a million rows is never one string or one list. (A piece is escaped on its own where a
+    string holds a lone surrogate, which `fingerprint` escapes for the whole text.)"""
+    digest = hashlib.sha256()
+
+    def put(text: str) -> None:
+        digest.update(text.encode("utf-8"))
+
+    put("{")
+    for number, key in enumerate(sorted(document)):
+        put(("," if number else "") + json_line(key) + ":")
+        value = document[key]
+        if not isinstance(value, Streamed):
+            put(json_line(value, **_CANONICAL))
+            continue
+        put("{" if value.mapping else "[")
+        for position, item in enumerate(value.items):
+            put("," if position else "")
+            if value.mapping:
+                put(json_line(str(item[0])) + ":" + json_line(item[1], **_CANONICAL))
+            else:
+                put(json_line(item, **_CANONICAL))
+        put("}" if value.mapping else "]")
+    put("}")
+    return digest.hexdigest()[:16]
 
 
 def derived_seed(*parts) -> int:

@@ -9,7 +9,7 @@ shorter than `min_words`, is set aside with its reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from tulu_cli.errors import StageError
@@ -23,30 +23,31 @@ from tulu_cli.synthesis.personas import Persona
 def answer_in_shards(
     label: str,
     build_model: Callable[[], object],
-    shards: list[list[ChatRequest]],
+    shards: Iterable[list[ChatRequest]],
+    count: int,
     sampling: SamplingConfig,
     store: ShardStore,
     seed: int,
-) -> dict[str, dict]:
-    """Every request's reply `{text, finished}` by key. Finished shards are read back, not redone, and the
-    model is built only if some shard is still to do."""
-    replies: dict[str, dict] = {}
+) -> Iterator[list[dict]]:
+    """The replies `{key, text, finished}` of each of the `count` shards of requests, a shard at a time.
+    Finished shards are read back, not redone, and the model is built only if some shard is still to do."""
     model = None
-    with progress_bars() as new_bar:
-        advance = new_bar(label, len(shards))
-        for index, requests in enumerate(shards):
-            if store.done(index):
-                rows = store.read(index)
-            else:
-                model = model or build_model()
-                rows = complete_shard(
-                    model, store, index, requests, sampling, derived_seed(seed, label, index)
-                )
-            replies.update({row["key"]: row for row in rows})
-            advance(1)
-    if model is not None:
-        model.close()
-    return replies
+    try:
+        with progress_bars() as new_bar:
+            advance = new_bar(label, count)
+            for index, requests in enumerate(shards):
+                if store.done(index):
+                    rows = store.read(index)
+                else:
+                    model = model or build_model()
+                    rows = complete_shard(
+                        model, store, index, requests, sampling, derived_seed(seed, label, index)
+                    )
+                yield rows
+                advance(1)
+    finally:
+        if model is not None:
+            model.close()
 
 
 @dataclass(frozen=True)

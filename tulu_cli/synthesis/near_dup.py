@@ -9,7 +9,9 @@ near duplicate of it. LSH only proposes candidates (a pair LSH misses is kept, n
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import xxhash
@@ -72,21 +74,46 @@ def jaccard(first: frozenset[str], second: frozenset[str]) -> float:
     return len(first & second) / len(first | second)
 
 
-def near_duplicates(texts: list[str], cfg: NearDupConfig) -> dict[int, tuple[int, float]]:
-    """Index of each near-duplicate text -> (index of the earlier kept text it repeats, Jaccard)."""
+def _band_keys(texts: Iterable[str], count: int, cfg: NearDupConfig) -> np.ndarray:
+    """A 64-bit hash of each band of each text's MinHash signature: `count` x `bands`."""
     a, b = _permutations(cfg.num_perm)
-    rows = cfg.num_perm // cfg.bands
-    buckets: list[dict[bytes, list[int]]] = [{} for _ in range(cfg.bands)]
-    sets = [shingles(text, cfg.ngram) for text in texts]
-    found: dict[int, tuple[int, float]] = {}
-    for index, shingle_set in enumerate(sets):
-        sig = signature(shingle_set, a, b)
-        keys = [sig[band * rows : (band + 1) * rows].tobytes() for band in range(cfg.bands)]
-        candidates = sorted({kept for band, key in enumerate(keys) for kept in buckets[band].get(key, ())})
-        best = max(((jaccard(shingle_set, sets[kept]), -kept) for kept in candidates), default=None)
+    keys = np.empty((count, cfg.bands), np.uint64)
+    for index, text in enumerate(texts):
+        bands = signature(shingles(text, cfg.ngram), a, b).reshape(cfg.bands, -1)
+        keys[index] = [xxhash.xxh3_64_intdigest(band.tobytes()) for band in bands]
+    return keys
+
+
+def _shared(keys: np.ndarray) -> np.ndarray:
+    """Whether each text's band key is also another text's, per band."""
+    shared = np.zeros(keys.shape, bool)
+    for band in range(keys.shape[1]):
+        _, inverse, counts = np.unique(keys[:, band], return_inverse=True, return_counts=True)
+        shared[:, band] = counts[inverse.ravel()] > 1
+    return shared
+
+
+def near_duplicates(texts: Sequence[str], cfg: NearDupConfig) -> Iterator[tuple[int, int, float]]:
+    """(index, index of the earlier kept text it repeats, Jaccard) of each near-duplicate text, in order.
+
+    One pass over `texts` hashes the bands; only texts that share a band key with another text can be or
+    have a near duplicate, and only those enter the buckets. Their shingle sets are made again from
+    `texts[i]` when compared (a few thousand cached), so memory holds the band keys, not the texts.
+    """
+    keys = _band_keys(texts, len(texts), cfg)
+    shared = _shared(keys)
+
+    @lru_cache(maxsize=4096)
+    def shingles_of(index: int) -> frozenset[str]:
+        return shingles(texts[index], cfg.ngram)
+
+    buckets: list[dict[int, list[int]]] = [{} for _ in range(cfg.bands)]
+    for index in np.flatnonzero(shared.any(axis=1)).tolist():
+        bands = [(band, int(keys[index, band])) for band in np.flatnonzero(shared[index]).tolist()]
+        candidates = sorted({kept for band, key in bands for kept in buckets[band].get(key, ())})
+        best = max(((jaccard(shingles_of(index), shingles_of(kept)), -kept) for kept in candidates), default=None)
         if best is not None and best[0] >= cfg.threshold:
-            found[index] = (-best[1], best[0])
+            yield index, -best[1], best[0]
             continue  # only kept texts enter the buckets: a duplicate is matched against what survives
-        for band, key in enumerate(keys):
+        for band, key in bands:
             buckets[band].setdefault(key, []).append(index)
-    return found

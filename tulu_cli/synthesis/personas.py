@@ -8,11 +8,18 @@ reads a bare number: above 1 an integer row count, otherwise a fraction; at most
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tulu_cli.curate.mixing import MixError, bare_number_modes, select, target_rows
-from tulu_cli.data.sources import SourceError, load_source, row_dict
+import numpy as np
+import xxhash
+
+from tulu_cli.curate.mixing import MixError, bare_number_modes, select_indices, target_rows
+from tulu_cli.data.sources import Loaded, SourceError, load_source, row_dict
 from tulu_cli.errors import StageError
+
+# Personas read at a time when all of them are walked in order.
+READ_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -21,8 +28,32 @@ class Persona:
     text: str
 
 
-def load_personas(cfg: dict, seed: int) -> tuple[list[Persona], list[dict]]:
-    """(personas, rejects) from the `personas` config block.
+class PersonaSet:
+    """The chosen personas in file order, read from the (Arrow-backed) source a slice at a time: only the
+    dataset indices of the chosen rows are held."""
+
+    def __init__(self, loaded: Loaded, rows: np.ndarray, field: str, id_field: str):
+        self.loaded, self.rows, self.field, self.id_field = loaded, rows, field, id_field
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, start: int, stop: int) -> list[Persona]:
+        personas = []
+        for index in self.rows[start:stop].tolist():
+            row = row_dict(self.loaded.dataset[index])
+            row_id = row.get(self.id_field)
+            number = self.loaded.row_number(index)
+            personas.append(Persona(str(row_id) if row_id is not None else f"persona-{number}", row[self.field].strip()))
+        return personas
+
+    def __iter__(self) -> Iterator[Persona]:
+        for start in range(0, len(self), READ_ROWS):
+            yield from self.read(start, start + READ_ROWS)
+
+
+def load_personas(cfg: dict, seed: int, set_aside: Callable[[dict], None]) -> PersonaSet:
+    """The personas of the `personas` config block; each row set aside goes to `set_aside`.
 
     Keys: path, field, id_field, take, split, config, revision, max_rows.
     """
@@ -42,41 +73,30 @@ def load_personas(cfg: dict, seed: int) -> tuple[list[Persona], list[dict]]:
         )
     except SourceError as exc:
         raise StageError(f"personas: {exc}") from None
-    rejects = [{"stage": "personas", **bad.to_json(), "file": path} for bad in loaded.rejects]
-    personas, seen = [], {}
+    for bad in loaded.rejects:
+        set_aside({"stage": "personas", **bad.to_json(), "file": path})
+
+    def reject(index: int, reason: str, detail: str) -> None:
+        set_aside({"stage": "personas", "file": path, "row": loaded.row_number(index), "field": field,
+                   "reason": reason, "detail": detail, "raw": row_dict(loaded.dataset[index])})
+
+    # A 128-bit digest of each usable persona's text: repeats are found among the digests, not the texts.
+    digests = np.zeros((len(loaded.dataset), 2), np.uint64)
+    usable = np.zeros(len(loaded.dataset), bool)
     for index, example in enumerate(loaded.dataset):
-        row, number = row_dict(example), loaded.row_number(index)
-        text = row.get(field)
+        text = row_dict(example).get(field)
         if not isinstance(text, str) or not text.strip():
-            rejects.append(
-                {
-                    "stage": "personas",
-                    "file": path,
-                    "row": number,
-                    "field": field,
-                    "reason": "missing_field" if text is None else "bad_persona",
-                    "detail": f"expected a non-empty string in {field!r}",
-                    "raw": row,
-                }
-            )
+            reject(index, "missing_field" if text is None else "bad_persona", f"expected a non-empty string in {field!r}")
             continue
-        text = text.strip()
-        if text in seen:
-            rejects.append(
-                {
-                    "stage": "personas",
-                    "file": path,
-                    "row": number,
-                    "field": field,
-                    "reason": "duplicate",
-                    "detail": f"same persona as row {seen[text]}",
-                    "raw": row,
-                }
-            )
-            continue
-        seen[text] = number
-        row_id = row.get(id_field)
-        personas.append(Persona(str(row_id) if row_id is not None else f"persona-{number}", text))
+        usable[index] = True
+        digests[index] = np.frombuffer(xxhash.xxh3_128_digest(text.strip().encode("utf-8")), np.uint64)
+    candidates = np.flatnonzero(usable)
+    _, first, inverse = np.unique(digests[candidates], axis=0, return_index=True, return_inverse=True)
+    first_of = candidates[first][inverse.ravel()]
+    for index, original in zip(candidates.tolist(), first_of.tolist(), strict=True):
+        if original != index:
+            reject(index, "duplicate", f"same persona as row {loaded.row_number(original)}")
+    rows = candidates[first_of == candidates]
     take = cfg.get("take")
     if take is not None:
         if isinstance(take, bool) or not isinstance(take, (int, float)) or take < 0:
@@ -86,6 +106,6 @@ def load_personas(cfg: dict, seed: int) -> tuple[list[Persona], list[dict]]:
         except MixError as exc:
             raise StageError(f"personas.take: {exc}") from None
         # Never more than all: a persona repeated would only repeat its prompts.
-        target = min(target_rows(take, mode, len(personas)), len(personas))
-        personas = [personas[i] for i in sorted(select(len(personas), target, seed))]
-    return personas, rejects
+        target = min(target_rows(take, mode, len(rows)), len(rows))
+        rows = rows[np.sort(select_indices(len(rows), target, seed))]
+    return PersonaSet(loaded, rows, field, id_field)
