@@ -23,7 +23,7 @@ from typing import Any
 from tulu_cli.data.sources import Loaded, Reject, is_local, load_source, row_dict
 from tulu_cli.data.token_cache import cache_key, cache_root, load_entry, local_source_identity
 from tulu_cli.data.validate import RowError
-from tulu_cli.io import atomic_copy, atomic_dir, atomic_write_json, atomic_write_text, json_line
+from tulu_cli.io import atomic_copy, atomic_dir, atomic_write_json, json_line
 from tulu_cli.progress import progress
 
 # Rows tokenised per `map` call: at least this many, and at most TOKENISE_MAX_CHUNKS calls per source.
@@ -170,11 +170,7 @@ def _encode_in_chunks(dataset: Any, encode: Callable[..., dict], fn_kwargs: dict
 def _rejects(loaded: Loaded, encoded: Any, bad: Any) -> Iterator[Reject]:
     """The source's unparsable rows, then each row whose encoding failed (read one at a time)."""
     yield from loaded.rejects
-    for index in bad.tolist():
+    for index in map(int, bad):
         item = encoded[index]
         yield Reject(loaded.row_file(index), loaded.row_number(index), item["error_field"], item["error_reason"],
                      item["error_detail"], row_dict(loaded.dataset[index]))
-
-
-def write_rejects(path: Path, rejects: list[Reject]) -> None:
-    atomic_write_text(path, "".join(json_line(r.to_json(), default=str) + "\n" for r in rejects))

@@ -12,12 +12,11 @@ from tulu_cli.data.encoded import (
     encode_source,
     error_fields,
     token_features,
-    write_rejects,
 )
 from tulu_cli.data.sources import row_dict
 from tulu_cli.data.validate import RowError, check_assistant_last, check_messages
 
-__all__ = ["DataReport", "encode_sft_example", "prepare_sft", "write_rejects"]
+__all__ = ["DataReport", "encode_sft_example", "prepare_sft"]
 
 
 def encode_sft_example(example: dict, tokenizer, max_length: int) -> dict:

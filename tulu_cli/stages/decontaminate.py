@@ -174,19 +174,21 @@ def remove_contaminated(train: TrainInput, report: dict, out_root: Path, config:
     for item in report["contaminated"]:
         if item["train_file"] == train.file:
             hits[item["train_index"]].append(item)
-    removed = [{**hits[i][0], "matches": hits[i], "raw": row_dict(train.loaded.dataset[i])} for i in sorted(hits)]
-    keep = np.setdiff1d(np.arange(len(train), dtype=np.int64), np.fromiter(hits, np.int64, len(hits)))
+    removed_indices = np.fromiter(sorted(hits), np.int64, len(hits))
+    keep = np.setdiff1d(np.arange(len(train), dtype=np.int64), removed_indices)
     removed_file = out_root / f"{train.name}.removed.jsonl"
-    write_rows_jsonl(removed_file, removed)
+    # Each removed row's raw text is read from the memory-mapped input as its line is written.
+    write_rows_jsonl(removed_file, ({**hits[i][0], "matches": hits[i], "raw": row_dict(train.loaded.dataset[i])}
+                                    for i in map(int, removed_indices)))
     if train.loaded.rejects:
         write_rows_jsonl(out_root / f"{train.name}.rejects.jsonl", (r.to_json() for r in train.loaded.rejects))
     per_eval: dict[str, int] = defaultdict(int)
-    for item in removed:
-        for match in item["matches"]:
+    for matches in hits.values():
+        for match in matches:
             per_eval[match["eval_file"]] += 1
     source_manifest = read_manifest(Path(train.file)) if is_local(train.file) else None
     counts = {"rows_in": len(train) + len(train.loaded.rejects), "rows_out": len(keep),
-              "rejected": {"contaminated": len(removed), **({"unparsable_line": len(train.loaded.rejects)}
+              "rejected": {"contaminated": len(removed_indices), **({"unparsable_line": len(train.loaded.rejects)}
                                                              if train.loaded.rejects else {})},
               "contaminated_per_eval_set": dict(per_eval)}
     manifest = {
@@ -205,7 +207,7 @@ def remove_contaminated(train: TrainInput, report: dict, out_root: Path, config:
     table = train.loaded.dataset.with_format("arrow")[:]
     write_dataset(out_root / train.name, table, manifest, int(config.get("rows_per_file") or 100_000), order=keep)
     return {"output": str(out_root / train.name), "rows_in": counts["rows_in"], "rows_out": len(keep),
-            "removed": len(removed)}
+            "removed": len(removed_indices)}
 
 
 def main(cfg: DictConfig, run_dir: Path) -> None:

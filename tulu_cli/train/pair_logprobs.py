@@ -33,14 +33,14 @@ def dataset_logprobs(accelerator, model, pairs, batch_size: int, pad_id: int, pa
     (a rank short of pairs repeats one and discards it), as sharded models (ZeRO-3) require.
     """
     world, rank = accelerator.num_processes, accelerator.process_index
-    mine = list(range(rank, len(pairs), world))
+    mine = range(rank, len(pairs), world)
     passes = math.ceil(math.ceil(len(pairs) / world) / batch_size)
     values = torch.zeros(4, len(pairs), dtype=torch.float64)
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for number in range(passes):
-            rows = mine[number * batch_size:(number + 1) * batch_size]
+            rows = list(mine[number * batch_size:(number + 1) * batch_size])
             scored = forward_pairs(model, read_rows(pairs, rows or [0]), pad_id, packing, accelerator.device)
             if rows:
                 values[:, rows] = torch.stack([scored.chosen, scored.rejected, scored.chosen_tokens,
