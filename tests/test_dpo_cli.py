@@ -70,7 +70,7 @@ def test_short_run_logs_rewards_and_evaluates(start_model, tmp_path):
     assert (run_dir / "final" / "model.safetensors").exists()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_00000001", "step_00000002"]
     state = json.loads((run_dir / "checkpoints" / "step_00000002" / "trainer_state.json").read_text())
-    assert (tmp_path / "cache" / state["reference_key"] / "logprobs.safetensors").exists()
+    assert (tmp_path / "cache" / state["plan"]["reference_key"] / "logprobs.safetensors").exists()
     assert json.loads((run_dir / "timings.json").read_text())["reference_cached"] is False
 
 

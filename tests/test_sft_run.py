@@ -97,6 +97,28 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 24
 
 
+def test_resume_refuses_another_plan_and_sets_aside_the_replaced_runs_later_checkpoints(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["conf=tiny", "train.max_steps=8", "train.log_every=2", "checkpoint.every_steps=4", f"output_dir={run_dir}"]
+    run_tulu("sft", *args, "checkpoint.keep=2")
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step_*")) == ["step_00000004", "step_00000008"]
+    assert json.loads((checkpoints / "step_00000008" / "trainer_state.json").read_text())["plan"]["total_steps"] == 8
+
+    refused = run_tulu("sft", *args, "resume=true", "seed=7", check=False)
+    assert refused.returncode != 0
+    assert "another batch plan" in refused.stdout + refused.stderr and "seed" in refused.stdout + refused.stderr
+
+    # Rewinding to step 4 replaces steps 5-8: the earlier step 8 moves aside, so neither resume=true nor the
+    # rotation (keep=1) can take it for the new run's.
+    replaced = (checkpoints / "step_00000008").stat().st_ino
+    result = run_tulu("sft", *args, "checkpoint.keep=1", f"resume={checkpoints / 'step_00000004'}")
+    assert "checkpoint of the replaced run moved to" in result.stdout
+    assert (checkpoints / "superseded" / "step_00000008").stat().st_ino == replaced
+    assert sorted(p.name for p in checkpoints.glob("step_*")) == ["step_00000008"]
+    assert (checkpoints / "step_00000008").stat().st_ino != replaced
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_tiny_preset_trains_in_minutes_and_halves_the_loss(tmp_path):

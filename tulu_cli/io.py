@@ -63,10 +63,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _install_dir(tmp, path)
+    install_dir(tmp, path)
 
 
-def _install_dir(tmp: Path, path: Path) -> None:
+def install_dir(tmp: Path, path: Path) -> None:
+    """Put the finished directory `tmp` at `path` in one step, replacing what is there (see atomic_dir)."""
     for _ in range(8):
         try:
             os.rename(tmp, path)  # onto an empty directory or nothing

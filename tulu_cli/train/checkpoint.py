@@ -2,8 +2,11 @@
 
 A checkpoint is `checkpoints/step_XXXXXXXX/`: accelerate's state (model, optimizer, every rank's RNG
 state), the learning-rate schedule as `scheduler.json`, and `trainer_state.json` (the optimizer step,
-which fixes the data position). It is written under a hidden name and renamed when complete, so a
-killed run never leaves a checkpoint that looks whole but is not.
+which fixes the data position, and the batch plan it was taken under). It is written under a hidden
+name and renamed when complete, so a killed run never leaves a checkpoint that looks whole but is not.
+A run resumed from an earlier checkpoint of its own directory moves the later ones to
+`checkpoints/superseded/`: they belong to the run it replaces, and neither `resume=true` nor the
+rotation of kept checkpoints may take them for this run's.
 
 A checkpoint may come from elsewhere (`resume=PATH`), so it is untrusted input: before anything in it
 is loaded, every pickled file in it is read with torch's restricted unpickler (tensors, containers and
@@ -13,11 +16,11 @@ a few numpy types only), and one that asks for anything else is refused without 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 from tulu_cli.errors import StageError
+from tulu_cli.io import install_dir
 
 STATE_FILE = "trainer_state.json"
 SCHEDULER_FILE = "scheduler.json"
@@ -81,13 +84,25 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, keep: int, scheduler,
     if accelerator.is_main_process:
         (partial / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict()) + "\n")
         (partial / STATE_FILE).write_text(json.dumps({"step": step, **(extra or {})}) + "\n")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
+        install_dir(partial, final)
         if keep > 0:
             for old in sorted(root.glob("step_*"))[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def set_aside_later_checkpoints(run_dir: Path, step: int) -> list[Path]:
+    """Move this run directory's checkpoints past `step` to `checkpoints/superseded/`; return their new paths."""
+    root = checkpoint_root(run_dir)
+    moved = []
+    for later in sorted(root.glob("step_*")) if root.exists() else []:
+        if int(later.name.removeprefix("step_")) > step:
+            target = root / "superseded" / later.name
+            target.parent.mkdir(exist_ok=True)
+            install_dir(later, target)
+            moved.append(target)
+    return moved
 
 
 def load_checkpoint(accelerator, path: Path, scheduler) -> dict:

@@ -29,6 +29,7 @@ from tulu_cli.train.loop import (
     backward_and_step,
     build_plan,
     is_due,
+    plan_state,
     prepare_trainable,
     require_rows,
     resume_or_start,
@@ -56,7 +57,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     # Before a checkpoint is loaded: the model is still the starting policy.
     reference = build_reference(cfg, accelerator, model, tokenizer, pairs, eval_pairs)
     timings = {"reference_s": round(time.time() - started, 3), "reference_cached": bool(reference and reference.hit)}
-    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps)
+    plan_record = plan_state(plan, reference_key=getattr(reference, "key", None))
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan_record)
     accelerator.print(f"training: {plan.total_steps} steps, {plan.accumulation_steps} micro-batches per step, "
                       f"{state.num_processes} rank(s), loss {cfg.loss.type}, reference {cfg.reference.mode}")
 
@@ -87,7 +89,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             eval_seconds += time.time() - eval_started
         if is_due(done, cfg.checkpoint.every_steps, plan.total_steps):
             save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler,
-                            extra={"reference_key": getattr(reference, "key", None)})
+                            extra={"plan": plan_record})
     timings.update(train_s=round(time.time() - train_started - eval_seconds, 3), eval_s=round(eval_seconds, 3),
                    steps=plan.total_steps - start_step)
 

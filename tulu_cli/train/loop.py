@@ -13,7 +13,13 @@ from tulu_cli.entry import StageError
 from tulu_cli.runlog import MetricsLogger
 from tulu_cli.tracking import start_trackers
 from tulu_cli.train.batching import BatchPlan
-from tulu_cli.train.checkpoint import agreed_checkpoint, load_checkpoint, read_trainer_state, resolve_resume
+from tulu_cli.train.checkpoint import (
+    agreed_checkpoint,
+    load_checkpoint,
+    read_trainer_state,
+    resolve_resume,
+    set_aside_later_checkpoints,
+)
 
 
 def require_rows(report) -> None:
@@ -59,23 +65,46 @@ def prepare_trainable(cfg: DictConfig, tokenizer, plan: BatchPlan, run_dir: Path
     return Trainable(accelerator, model, optimizer, scheduler)
 
 
-def resume_or_start(accelerator, cfg: DictConfig, run_dir: Path, scheduler, total_steps: int,
+def plan_state(plan: BatchPlan, **identity) -> dict:
+    """What fixes which rows a step reads and how long the schedule runs (and any `identity` of the
+    trainer's, e.g. DPO's reference key, which hashes the pairs), stored in every checkpoint: a run
+    resumed under another plan would repeat or skip rows and stretch its learning-rate schedule."""
+    return {"rows": plan.rows, "effective_batch_size": plan.effective_batch_size, "epochs": plan.epochs,
+            "seed": plan.seed, "total_steps": plan.total_steps, **identity}
+
+
+def resume_or_start(accelerator, cfg: DictConfig, run_dir: Path, scheduler, plan: dict,
                     ) -> tuple[int, MetricsLogger]:
     """(first optimizer step to run, metrics logger): from the checkpoint `cfg.resume` names, else step 0.
     The run's trackers (`report_to`) start here and get what the logger logs.
 
-    A checkpoint past this run's last step belongs to a different run (e.g. a longer one in the same
-    output_dir): resuming from it is refused rather than read as "already done".
+    A checkpoint taken under another batch plan (other rows, batch size, epochs, seed or length) is
+    refused, as is one past this run's last step (e.g. of a longer run in the same output_dir), rather
+    than read as "already done". Checkpoints of this run directory later than the one resumed from are
+    moved aside (see checkpoint.py).
     """
     resume = cfg.resume
     checkpoint = agreed_checkpoint(accelerator, resolve_resume(resume, run_dir), run_dir)
     start_step = 0
     if checkpoint is not None:
-        start_step = read_trainer_state(checkpoint)["step"]
-        if start_step > total_steps:
-            raise StageError(f"resume={resume}: {checkpoint} is at step {start_step}, past this run's {total_steps} "
-                             f"steps: it belongs to a different run (overwrite=true starts this one afresh)")
+        state = read_trainer_state(checkpoint)
+        start_step = state["step"]
+        if start_step > plan["total_steps"]:
+            raise StageError(f"resume={resume}: {checkpoint} is at step {start_step}, past this run's "
+                             f"{plan['total_steps']} steps: it belongs to a different run (overwrite=true starts "
+                             f"this one afresh)")
+        saved = state.get("plan")
+        if saved is not None and saved != plan:
+            changed = ", ".join(f"{key} {saved.get(key)} -> {plan.get(key)}" for key in sorted({*saved, *plan})
+                                if saved.get(key) != plan.get(key))
+            raise StageError(f"resume={resume}: {checkpoint} was taken under another batch plan ({changed}); "
+                             f"resuming would repeat or skip rows (restore the settings, or overwrite=true "
+                             f"to start afresh)")
         load_checkpoint(accelerator, checkpoint, scheduler)
+        if accelerator.is_main_process:
+            for moved in set_aside_later_checkpoints(run_dir, start_step):
+                accelerator.print(f"checkpoint of the replaced run moved to {moved}")
+        accelerator.wait_for_everyone()
         accelerator.print(f"resumed from {checkpoint} at step {start_step}")
     start_trackers(accelerator, OmegaConf.to_container(cfg, resolve=True), run_dir)
     return start_step, MetricsLogger(run_dir, resume_step=start_step if checkpoint is not None else None,

@@ -31,7 +31,7 @@ from tulu_cli.runlog import read_metrics
 from tulu_cli.tracking import accelerator_options
 from tulu_cli.train.batching import BatchPlan
 from tulu_cli.train.checkpoint import save_checkpoint, save_final
-from tulu_cli.train.loop import is_due, require_rows, resume_or_start
+from tulu_cli.train.loop import is_due, plan_state, require_rows, resume_or_start
 from tulu_cli.train.lora import (
     REFERENCE_NOTE,
     keep_trained_parameters_in_checkpoints,
@@ -105,7 +105,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         reference = prepare_frozen(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
     else:
         accelerator.print(REFERENCE_NOTE)
-    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps)
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan_state(plan))
     try:
         backend = build_rollout_backend(
             cfg.generation,
@@ -222,7 +222,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
                 ),
             )
         if is_due(done, cfg.checkpoint.every_steps, plan.total_steps):
-            save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler)
+            save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler,
+                            extra={"plan": plan_state(plan)})
 
     trend = quarter_trend(read_metrics(run_dir)) if accelerator.is_main_process else None
     if trend is not None:

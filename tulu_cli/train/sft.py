@@ -28,6 +28,7 @@ from tulu_cli.train.loop import (
     backward_and_step,
     build_plan,
     is_due,
+    plan_state,
     prepare_trainable,
     require_rows,
     resume_or_start,
@@ -51,7 +52,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     trainable = prepare_trainable(cfg, tokenizer, plan, run_dir)
     accelerator, model, optimizer, scheduler = (trainable.accelerator, trainable.model, trainable.optimizer,
                                                 trainable.scheduler)
-    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps)
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan_state(plan))
     # A freshly initialised model is kept as `initial/`: the untrained baseline of a comparison. The ranks
     # look before any of them can have written it.
     if cfg.model.get("init") and not cfg.model.get("path") and true_on_every_rank(
@@ -98,7 +99,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             window_start = time.time()
         if is_due(done, cfg.checkpoint.every_steps, plan.total_steps):
             checkpoint_started = time.time()
-            save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler)
+            save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler,
+                            extra={"plan": plan_state(plan)})
             checkpoint_seconds += time.time() - checkpoint_started
     timings = {"train_s": round(time.time() - train_started - checkpoint_seconds, 3),
                "checkpoint_s": round(checkpoint_seconds, 3), "steps": plan.total_steps - start_step,
