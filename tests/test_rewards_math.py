@@ -145,3 +145,31 @@ def test_time_limit_holds_inside_worker_processes():
         hung, elapsed, fine = pool.submit(_hang_in_worker, 0).result(timeout=120)
     assert hung == 0.0 and fine == 1.0
     assert elapsed < 10.0  # includes starting the child process inside the worker
+
+
+NOISY_OPS = r'''
+def noisy(first, second):
+    print("a library's warning on stdout")
+    sys.stdout.write("{\"ok\": true}\n")
+    sys.stdout.flush()
+    os.write(1, b"C code writing to fd 1\n")
+    return first == second
+
+
+OPS["noisy"] = noisy
+'''
+
+
+def test_what_a_comparison_prints_never_reaches_the_reply_stream(tmp_path):
+    """A parser that prints (to sys.stdout or to fd 1) must not shift replies onto later requests: the
+    worker under test is the real one with one extra operation that prints before it answers."""
+    source = symbolic._WORKER_SCRIPT.read_text()
+    script = tmp_path / "noisy_worker.py"
+    script.write_text(source.replace('\nif __name__ == "__main__":', NOISY_OPS + '\nif __name__ == "__main__":'))
+    worker = symbolic.SymbolicWorker(script)
+    try:
+        answers = [worker.call("noisy", "x", "y", 60.0), worker.call("sympy_equal", "1", "2", 60.0),
+                   worker.call("noisy", "x", "x", 60.0), worker.call("sympy_equal", r"\sqrt{12}", r"2\sqrt{3}", 60.0)]
+    finally:
+        worker.close()
+    assert answers == [False, False, True, True]

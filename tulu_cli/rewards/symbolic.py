@@ -28,10 +28,12 @@ MAX_SYMBOLIC_CHARS = 1000
 
 
 class SymbolicWorker:
-    def __init__(self) -> None:
+    def __init__(self, script: Path = _WORKER_SCRIPT) -> None:
+        self._script = script
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
         self._pid = os.getpid()
+        self._requests = 0
 
     def _alive(self) -> bool:
         # After a fork the child inherits the handle of its parent's worker: never share it.
@@ -44,7 +46,7 @@ class SymbolicWorker:
     def _spawn(self) -> None:
         self._pid = os.getpid()
         self._proc = subprocess.Popen(
-            [sys.executable, str(_WORKER_SCRIPT)],
+            [sys.executable, str(self._script)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -79,7 +81,8 @@ class SymbolicWorker:
                 self._start()
 
     def call(self, op: str, first: str, second: str, timeout_s: float) -> bool | None:
-        """True/False for the comparison (False when it failed), None when it ran out of time."""
+        """True/False for the comparison (False when it failed), None when it ran out of time. A reply
+        that is not this request's (a broken protocol) restarts the child and counts as out of time."""
         if timeout_s <= 0:
             return None
         with self._lock:
@@ -87,8 +90,10 @@ class SymbolicWorker:
                 self._start()
             assert self._proc is not None and self._proc.stdin is not None
             deadline = time.monotonic() + timeout_s
+            self._requests += 1
+            request_id = self._requests
             try:
-                self._proc.stdin.write(json.dumps({"op": op, "a": first, "b": second}) + "\n")
+                self._proc.stdin.write(json.dumps({"id": request_id, "op": op, "a": first, "b": second}) + "\n")
                 self._proc.stdin.flush()
             except OSError:
                 self._kill()
@@ -97,7 +102,13 @@ class SymbolicWorker:
             if line is None:
                 self._kill()
                 return None
-            reply = json.loads(line)
+            try:
+                reply = json.loads(line)
+            except json.JSONDecodeError:
+                reply = None
+            if not isinstance(reply, dict) or reply.get("id") != request_id:
+                self._kill()
+                return None
             return bool(reply.get("ok"))
 
     def close(self) -> None:
