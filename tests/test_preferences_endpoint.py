@@ -171,3 +171,21 @@ def test_a_prompt_the_server_refuses_is_set_aside_and_the_run_finishes(server, t
     served, failed = len(server.served), len(server.failed)
     run_preferences(_config(tiny_dir, prompts_file, server.base_url), run_dir)
     assert (len(server.served), len(server.failed)) == (served, failed)
+
+
+def test_a_torn_journal_line_is_cut_so_the_next_call_is_kept(tmp_path):
+    from tulu_cli.errors import StageError
+    from tulu_cli.preferences.store import CallJournal
+
+    path = tmp_path / "calls.jsonl"
+    journal = CallJournal(path)
+    journal.append("a", {"text": "first"})
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"key": "b", "value": {"te')  # a kill in the middle of a write
+    assert journal.load() == {"a": {"text": "first"}}
+    journal.append("c", {"text": "third"})
+    assert CallJournal(path).load() == {"a": {"text": "first"}, "c": {"text": "third"}}
+
+    path.write_text(path.read_text().replace('"a"', '"a', 1))  # a line damaged in the middle of the file
+    with pytest.raises(StageError, match=r"calls\.jsonl, line 1: not a journaled call"):
+        CallJournal(path).load()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tulu_cli.errors import StageError
 from tulu_cli.io import atomic_write_json, atomic_write_text, json_line
 
 _CANONICAL = {"sort_keys": True, "separators": (",", ":"), "default": str}
@@ -77,16 +78,24 @@ class CallJournal:
         self.path = path
 
     def load(self) -> dict[str, dict]:
+        """The journaled results. A torn last line (a write cut off by a kill) is cut from the file, so
+        the next append starts a line of its own instead of joining it and being lost; that call is
+        simply made again. An unreadable line anywhere else is an error naming the line."""
         if not self.path.exists():
             return {}
+        data = self.path.read_bytes()
+        complete = data[:data.rfind(b"\n") + 1]
+        if len(complete) < len(data):
+            with self.path.open("r+b") as handle:
+                handle.truncate(len(complete))
         results = {}
-        with self.path.open(encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the torn tail of a killed write; that call is simply redone
+        for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), start=1):
+            try:
+                entry = json.loads(line)
                 results[entry["key"]] = entry["value"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise StageError(f"{self.path}, line {number}: not a journaled call ({line[:80]!r}); remove the "
+                                 f"file to make this shard's calls again") from None
         return results
 
     def append(self, key: str, value: dict) -> None:
