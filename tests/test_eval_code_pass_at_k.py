@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections import defaultdict
 from math import comb
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +44,35 @@ def test_programs_run_in_their_own_limited_process():
     assert not program_passes("while True:\n    pass\n", timeout_s=1.0)
     assert not program_passes("x = bytearray(8 * 1024**3)\n")  # over the memory limit
     assert score_samples(["assert True"] * 3 + ["assert False"] * 7, [1, 10]) == pytest.approx({"pass@1": 0.3, "pass@10": 1.0})
+
+
+def _ended(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+@pytest.mark.parametrize("parent_exits", [True, False])
+def test_a_process_the_program_starts_ends_with_it(tmp_path, parent_exits):
+    """A program that forks a child which sleeps (holding what the program was given) neither holds the
+    check past the program's end or its time limit nor leaves the child running."""
+    pid_file = tmp_path / "child.pid"
+    program = (f"import os, time\npath = {str(pid_file)!r}\n"
+               "if os.fork() == 0:\n    open(path + '.tmp', 'w').write(str(os.getpid()))\n"
+               "    os.rename(path + '.tmp', path)\n    time.sleep(120)\n"
+               "while not os.path.exists(path):\n    time.sleep(0.01)\n"
+               + ("" if parent_exits else "time.sleep(120)\n"))
+    started = time.monotonic()
+    assert program_passes(program, timeout_s=5.0) is parent_exits
+    assert time.monotonic() - started < 5.0 + 2.0
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5.0
+    while not _ended(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _ended(child)
 
 
 class _ScriptedCoder:

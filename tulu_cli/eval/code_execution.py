@@ -1,7 +1,9 @@
 """Running generated programs against their tests, for pass@k (HumanEval, HumanEval+).
 
 Each program runs in its own Python process (`python -I`, an empty working folder, a minimal environment,
-CPU-time and memory limits, a wall-clock timeout); it passes when the process exits with status 0. This
+CPU-time and memory limits, a wall-clock timeout) in a session of its own, whose whole process group is
+killed when the program ends or runs out of time, so a process it started cannot outlive it or hold the
+run; it passes when the process exits with status 0. This
 limits runaway programs; it is not a security boundary: run code evaluation inside a sandbox (a
 container without network or secrets). lm-eval only runs tasks marked `unsafe_code` when the user sets
 `lm_eval.confirm_run_unsafe_code=true`.
@@ -13,6 +15,7 @@ pass@k is the unbiased estimator of Chen et al. (2021): with n samples of which 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,13 +39,30 @@ def program_passes(program: str, timeout_s: float = TIMEOUT_S) -> bool:
         path = os.path.join(folder, "program.py")
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(program)
+        # No pipes: a process the program leaves behind could hold them open past the program's end.
+        process = subprocess.Popen([sys.executable, "-I", path], cwd=folder, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"},
+                                   preexec_fn=_limit_resources if os.name == "posix" else None,
+                                   start_new_session=os.name == "posix")
         try:
-            done = subprocess.run([sys.executable, "-I", path], cwd=folder, capture_output=True, timeout=timeout_s,
-                                  env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"},
-                                  preexec_fn=_limit_resources if os.name == "posix" else None, check=False)
+            return process.wait(timeout=timeout_s) == 0
         except subprocess.TimeoutExpired:
             return False
-        return done.returncode == 0
+        finally:
+            _kill_session(process)
+
+
+def _kill_session(process: subprocess.Popen) -> None:
+    """SIGKILL the program's process group (what it started as well), then reap the program."""
+    if os.name == "posix":
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the program and everything it started have already ended
+    else:
+        process.kill()
+    process.wait()
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
