@@ -101,7 +101,8 @@ def test_tiny_eval_of_an_untrained_model_writes_results_and_predictions(tiny_eva
     assert document["tasks"]["gsm_tiny"]["value"] == 0.0
     assert document["tasks"]["gsm_tiny"]["ran_with"]["metric"] == document["tasks"]["gsm_tiny"]["metric"]
     assert set(document["tasks"]["ifeval_tiny"]["metrics"]) == {"prompt_strict", "prompt_loose",
-                                                                "inst_strict", "inst_loose"}
+                                                                "inst_strict", "inst_loose", "unverified"}
+    assert document["tasks"]["ifeval_tiny"]["metrics"]["unverified"] == 0.0
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 36
     gsm = [p for p in predictions if p["task"] == "gsm_tiny"]

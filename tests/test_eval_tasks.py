@@ -54,13 +54,13 @@ def test_ifeval_scores_prompt_and_instruction_level_strict_and_loose():
     # Lowercase only with the first line dropped (loose); a comma is in every loose variant.
     scores = score_response("ifeval", "Title Line\nall lower, here\nend", truth, "prompt")
     assert scores == {"prompt_strict": 0.0, "prompt_loose": 0.0, "inst_strict": 0.0, "inst_loose": 0.5,
-                      "instructions": 2.0}
+                      "instructions": 2.0, "unverified": 0.0}
     single = score_response("ifeval", "all lower here", json.dumps({"func_name": "validate_lowercase"}), "p")
     aggregate = mean_metrics([scores, single], METRIC_WEIGHTS)
     assert aggregate["prompt_loose"] == 0.5
     # Instruction level is over instructions: (1 + 1) / 3, not the mean of per-prompt shares.
     assert aggregate["inst_loose"] == pytest.approx(2 / 3)
-    assert score_response("gsm8k", "so 4 + 1 = 5\n#### 5", "5", None) == {"accuracy": 1.0}
+    assert score_response("gsm8k", "so 4 + 1 = 5\n#### 5", "5", None) == {"accuracy": 1.0, "unverified": 0.0}
 
 
 def test_few_shot_turns_come_before_the_question_in_the_chat_template():

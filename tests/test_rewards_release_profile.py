@@ -74,6 +74,18 @@ def test_an_unknown_profile_is_refused():
         verify("gsm8k", "18", "18", profile="tulu3")
 
 
+@register("test_in_process_error")
+def fail(response: str, ground_truth: str, options: VerifyOptions) -> float:
+    if response == "fail":
+        raise ValueError("a verifier that fails on this answer")
+    return 1.0
+
+
+def test_an_answer_the_verifier_fails_on_scores_zero_and_counts_as_unverified():
+    scores = score_responses([("test_in_process_error", "fail", "", None), ("test_in_process_error", "ok", "", None)])
+    assert scores == [{"accuracy": 0.0, "unverified": 1.0}, {"accuracy": 1.0, "unverified": 0.0}]
+
+
 @register("test_in_process_hang")
 def hang(response: str, ground_truth: str, options: VerifyOptions) -> float:
     while response == "hang":
@@ -85,7 +97,7 @@ def test_in_process_callers_are_held_to_the_time_limit():
     started = time.monotonic()
     assert verify("test_in_process_hang", "hang", "", timeout_s=1.0) == 0.0
     scores = score_responses([("test_in_process_hang", "hang", "", None), ("test_in_process_hang", "ok", "", None)])
-    assert scores == [{"accuracy": 0.0}, {"accuracy": 1.0}]
+    assert scores == [{"accuracy": 0.0, "unverified": 1.0}, {"accuracy": 1.0, "unverified": 0.0}]
     assert time.monotonic() - started < 30  # two limits (1 s and 5 s) and a worker restart, never the hang
 
 

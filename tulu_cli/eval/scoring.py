@@ -3,7 +3,9 @@
 GSM8K- and MATH-style items give `accuracy` (the math verifier's flexible match is the "flex" of
 `minerva_math::tulu`). IFEval items give the four IFEval numbers: prompt-level (every instruction
 followed) and instruction-level (share of instructions followed), each strict and loose. Every answer is
-scored in the verifier pool, within the per-row time limit, so no generated text can hang the stage.
+scored in the verifier pool, within the per-row time limit, so no generated text can hang the stage. An
+answer the verifier could not score (past the time limit, or the verifier failed on it, e.g. its worker
+died) scores 0 and counts in `unverified`, the task's share of such answers, instead of failing the task.
 """
 
 from __future__ import annotations
@@ -17,35 +19,30 @@ METRIC_WEIGHTS = {"inst_strict": "instructions", "inst_loose": "instructions"}
 Answer = tuple[str, str, str, "str | None"]  # verifier, response, ground truth, prompt
 
 
-def _scored(answers: list[Answer], loose: bool, profile: str) -> list[float]:
+def _scored(answers: list[Answer], loose: bool, profile: str) -> list[VerifyResult]:
     rows = [{"dataset": verifier, "response": response, "ground_truth": truth,
              **({"messages": [{"role": "user", "content": prompt}]} if prompt is not None else {})}
             for verifier, response, truth, prompt in answers]  # fmt: skip
-    results = verify_batch(rows, loose=loose, timeout_s=DEFAULT_TIMEOUT_S, profile=profile)
-    return [_score(result) for result in results]
-
-
-def _score(result: VerifyResult) -> float:
-    # A bad ground truth is refused when the task's data is loaded; one met here is a defect to report.
-    if result.error is not None and not result.timed_out:
-        raise ValueError(result.error)
-    return result.score
+    return verify_batch(rows, loose=loose, timeout_s=DEFAULT_TIMEOUT_S, profile=profile)
 
 
 def score_responses(answers: list[Answer], profile: str = "default") -> list[dict[str, float]]:
-    """The metrics of each answer; an answer past the time limit scores 0."""
+    """The metrics of each answer, with `unverified` 1.0 for an answer the verifier could not score."""
     strict = _scored(answers, False, profile)
     ifeval = [index for index, answer in enumerate(answers) if answer[0].lower() == "ifeval"]
     loose = dict(zip(ifeval, _scored([answers[i] for i in ifeval], True, profile), strict=True))
     scores = []
     for index, (_, _, truth, prompt) in enumerate(answers):
+        unverified = float(strict[index].error is not None or (index in loose and loose[index].error is not None))
         if index not in loose:
-            scores.append({"accuracy": strict[index]})
+            scores.append({"accuracy": strict[index].score, "unverified": unverified})
             continue
         # The score is the share of instructions followed: 1.0 exactly when every one is.
         count = len(build_checks(truth, prompt, profile))
-        scores.append({"prompt_strict": float(strict[index] == 1.0), "prompt_loose": float(loose[index] == 1.0),
-                       "inst_strict": strict[index], "inst_loose": loose[index], "instructions": float(count)})  # fmt: skip
+        strict_score, loose_score = strict[index].score, loose[index].score
+        scores.append({"prompt_strict": float(strict_score == 1.0), "prompt_loose": float(loose_score == 1.0),
+                       "inst_strict": strict_score, "inst_loose": loose_score, "instructions": float(count),
+                       "unverified": unverified})  # fmt: skip
     return scores
 
 
