@@ -162,9 +162,9 @@ def _batches(dataset: Any, first: int = 0) -> Iterator[tuple[int, list[dict]]]:
 
 def _rows_at(dataset: Any, indices: np.ndarray) -> Iterator[tuple[int, dict]]:
     """(index, row as in its file) of the rows at ascending `indices`, reading each batch holding one once."""
-    wanted = iter(indices.tolist())
+    wanted = map(int, indices)
     index = next(wanted, None)
-    for batch_start in np.unique(indices // BATCH_ROWS).tolist():
+    for batch_start in map(int, np.unique(indices // BATCH_ROWS)):
         start, batch = next(_batches(dataset, batch_start * BATCH_ROWS))
         while index is not None and index < start + len(batch):
             yield index, row_dict(batch[index - start])
@@ -260,7 +260,7 @@ def build_mix(name: str, mix: dict, seed: int, progress: ProgressFactory, workdi
             first = _first_occurrences(keys)
             duplicate = in_mix | (first != np.arange(len(keys)))
             positions = np.flatnonzero(duplicate)
-            for position, (index, raw) in zip(positions.tolist(), _rows_at(loaded.dataset, indices[positions]),
+            for position, (index, raw) in zip(map(int, positions), _rows_at(loaded.dataset, indices[positions]),
                                               strict=True):
                 if in_mix[position]:
                     owner, owner_index = int(seen.sources[at[position]]), int(seen.indices[at[position]])
