@@ -58,7 +58,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     reference = build_reference(cfg, accelerator, model, tokenizer, pairs, eval_pairs)
     timings = {"reference_s": round(time.time() - started, 3), "reference_cached": bool(reference and reference.hit)}
     plan_record = plan_state(plan, reference_key=getattr(reference, "key", None))
-    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan_record)
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps, plan_record)
     accelerator.print(f"training: {plan.total_steps} steps, {plan.accumulation_steps} micro-batches per step, "
                       f"{state.num_processes} rank(s), loss {cfg.loss.type}, reference {cfg.reference.mode}")
 

@@ -66,21 +66,21 @@ def prepare_trainable(cfg: DictConfig, tokenizer, plan: BatchPlan, run_dir: Path
 
 
 def plan_state(plan: BatchPlan, **identity) -> dict:
-    """What fixes which rows a step reads and how long the schedule runs (and any `identity` of the
-    trainer's, e.g. DPO's reference key, which hashes the pairs), stored in every checkpoint: a run
-    resumed under another plan would repeat or skip rows and stretch its learning-rate schedule."""
-    return {"rows": plan.rows, "effective_batch_size": plan.effective_batch_size, "epochs": plan.epochs,
-            "seed": plan.seed, "total_steps": plan.total_steps, **identity}
+    """What fixes which rows each step reads (and any `identity` of the trainer's, e.g. DPO's reference
+    key, which hashes the pairs), stored in every checkpoint: a run resumed with other rows, another
+    effective batch size or another seed would repeat or skip rows. The length (epochs, max_steps) is
+    not part of it: a run may be resumed to go on for longer, its earlier steps unchanged."""
+    return {"rows": plan.rows, "effective_batch_size": plan.effective_batch_size, "seed": plan.seed, **identity}
 
 
-def resume_or_start(accelerator, cfg: DictConfig, run_dir: Path, scheduler, plan: dict,
+def resume_or_start(accelerator, cfg: DictConfig, run_dir: Path, scheduler, total_steps: int, plan: dict,
                     ) -> tuple[int, MetricsLogger]:
     """(first optimizer step to run, metrics logger): from the checkpoint `cfg.resume` names, else step 0.
     The run's trackers (`report_to`) start here and get what the logger logs.
 
-    A checkpoint taken under another batch plan (other rows, batch size, epochs, seed or length) is
-    refused, as is one past this run's last step (e.g. of a longer run in the same output_dir), rather
-    than read as "already done". Checkpoints of this run directory later than the one resumed from are
+    A checkpoint taken under another batch plan (other rows, effective batch size or seed) is refused,
+    as is one past this run's last step (e.g. of a longer run in the same output_dir), rather than read
+    as "already done". Checkpoints of this run directory later than the one resumed from are
     moved aside (see checkpoint.py).
     """
     resume = cfg.resume
@@ -89,9 +89,9 @@ def resume_or_start(accelerator, cfg: DictConfig, run_dir: Path, scheduler, plan
     if checkpoint is not None:
         state = read_trainer_state(checkpoint)
         start_step = state["step"]
-        if start_step > plan["total_steps"]:
+        if start_step > total_steps:
             raise StageError(f"resume={resume}: {checkpoint} is at step {start_step}, past this run's "
-                             f"{plan['total_steps']} steps: it belongs to a different run (overwrite=true starts "
+                             f"{total_steps} steps: it belongs to a different run (overwrite=true starts "
                              f"this one afresh)")
         saved = state.get("plan")
         if saved is not None and saved != plan:

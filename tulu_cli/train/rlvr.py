@@ -105,7 +105,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         reference = prepare_frozen(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
     else:
         accelerator.print(REFERENCE_NOTE)
-    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan_state(plan))
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps,
+                                         plan_state(plan))
     try:
         backend = build_rollout_backend(
             cfg.generation,

@@ -52,7 +52,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     trainable = prepare_trainable(cfg, tokenizer, plan, run_dir)
     accelerator, model, optimizer, scheduler = (trainable.accelerator, trainable.model, trainable.optimizer,
                                                 trainable.scheduler)
-    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan_state(plan))
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps,
+                                         plan_state(plan))
     # A freshly initialised model is kept as `initial/`: the untrained baseline of a comparison. The ranks
     # look before any of them can have written it.
     if cfg.model.get("init") and not cfg.model.get("path") and true_on_every_rank(
