@@ -149,6 +149,18 @@ def test_failed_run_resumes_without_resending_finished_calls(server, tiny_dir, t
     assert json.loads((run_dir / "summary.json").read_text())["completions"] == 18
 
 
+def test_the_assembly_spool_goes_when_writing_an_output_fails(server, tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINY_API_KEY", "secret")
+    prompts_file, _ = _prompts_file(tmp_path, 2)
+    run_dir = tmp_path / "run"
+    (run_dir / ".assemble-left-by-a-killed-run").mkdir(parents=True)
+    (run_dir / "pairs").write_text("a file where the pairs dataset goes")
+    with pytest.raises(OSError):
+        run_preferences(_config(tiny_dir, prompts_file, server.base_url), run_dir)
+    assert (run_dir / "completions" / "manifest.json").exists()  # written before the failing one
+    assert list(run_dir.glob(".assemble-*")) == []
+
+
 def test_a_prompt_the_server_refuses_is_set_aside_and_the_run_finishes(server, tiny_dir, tmp_path, monkeypatch):
     # One prompt too long for the endpoint's context: its pool completions and the judging of its other
     # completion are refused (HTTP 400). The run records why, finishes, and a rerun sends nothing again.

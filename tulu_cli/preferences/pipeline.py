@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow as pa
@@ -151,6 +152,36 @@ def _pair_row(prompt: Prompt, chosen: dict, rejected: dict) -> dict:
             "chosen_rating": chosen["mean"], "rejected_rating": rejected["mean"]}
 
 
+
+def _spool_pairs(spool: Path, strategies: dict, shards: Iterator, seed: int,
+                 judge_cfg: dict) -> tuple[Counter, dict[str, Counter]]:
+    """Each strategy's pair of every prompt, shard by shard, into `spool`/NAME.arrow; the completion counts
+    and each strategy's skipped prompts by reason."""
+    skipped = {name: Counter() for name in strategies}
+    counts: Counter = Counter()
+    with ExitStack() as open_writers:
+        writers = {name: open_writers.enter_context(pa.ipc.new_stream(str(spool / f"{name}.arrow"), PAIR_SCHEMA))
+                   for name in strategies}
+        for shard in shards:
+            pair_rows: dict[str, list[dict]] = {name: [] for name in strategies}
+            for prompt, rated in shard:
+                counts["completions"] += len(rated)
+                counts["completions_refused"] += sum(r["error"] is not None and r["error"].startswith("no completion")
+                                                     for r in rated)
+                counts["unrated"] += sum(r["mean"] is None for r in rated)
+                counts["unparsable_replies"] += sum(r["unparsable"] for r in rated)
+                candidates = [Candidate(slot, r["text"], r["mean"]) for slot, r in enumerate(rated)]
+                for name, strategy in strategies.items():
+                    outcome = choose_pair(candidates, strategy, seed, prompt.id, tie_reason(judge_cfg.get("kind", "")))
+                    if isinstance(outcome, str):
+                        skipped[name][outcome] += 1
+                    else:
+                        pair_rows[name].append(_pair_row(prompt, rated[outcome[0].slot], rated[outcome[1].slot]))
+            for name, rows in pair_rows.items():
+                if rows:
+                    writers[name].write_batch(pa.RecordBatch.from_pylist(rows, schema=PAIR_SCHEMA))
+    return counts, skipped
+
 def _rated_shards(prompts: PromptSet, shard_size: int, stores: dict[str, ShardStore], judged: ShardStore,
                   per_prompt: int) -> Iterator[list[tuple[Prompt, list[dict]]]]:
     """Shard by shard: each prompt with its completions, each merged with its judgement, in slot order."""
@@ -209,49 +240,34 @@ def run_preferences(config: dict, run_dir: Path) -> None:
     judged = _judge(judge_cfg, prompts, shard_size, stores, per_prompt, config,
                     work / "judgements" / fingerprint(judge_cfg))
 
-    # The outputs are assembled a shard at a time into Arrow files, then written as datasets from them.
+    # The outputs are assembled a shard at a time into Arrow files, then written as datasets from them. The
+    # spool (Arrow copies of every output) goes whether the assembly finishes or fails; one a killed run
+    # left behind goes now.
+    for left_behind in run_dir.glob(".assemble-*"):
+        shutil.rmtree(left_behind, ignore_errors=True)
     spool = Path(tempfile.mkdtemp(dir=run_dir, prefix=".assemble-"))
-    skipped = {name: Counter() for name in strategies}
-    counts: Counter = Counter()
-    writers = {name: pa.ipc.new_stream(str(spool / f"{name}.arrow"), PAIR_SCHEMA) for name in strategies}
-    for shard in _rated_shards(prompts, shard_size, stores, judged, per_prompt):
-        pair_rows: dict[str, list[dict]] = {name: [] for name in strategies}
-        for prompt, rated in shard:
-            counts["completions"] += len(rated)
-            counts["completions_refused"] += sum(r["error"] is not None and r["error"].startswith("no completion")
-                                                 for r in rated)
-            counts["unrated"] += sum(r["mean"] is None for r in rated)
-            counts["unparsable_replies"] += sum(r["unparsable"] for r in rated)
-            candidates = [Candidate(slot, r["text"], r["mean"]) for slot, r in enumerate(rated)]
-            for name, strategy in strategies.items():
-                outcome = choose_pair(candidates, strategy, seed, prompt.id, tie_reason(judge_cfg.get("kind", "")))
-                if isinstance(outcome, str):
-                    skipped[name][outcome] += 1
-                else:
-                    pair_rows[name].append(_pair_row(prompt, rated[outcome[0].slot], rated[outcome[1].slot]))
-        for name, rows in pair_rows.items():
-            if rows:
-                writers[name].write_batch(pa.RecordBatch.from_pylist(rows, schema=PAIR_SCHEMA))
-    for writer in writers.values():
-        writer.close()
-    write_rows(spool / "completions.arrow", lambda: ([_side_row(*item) for item in shard]
-                                                     for shard in _rated_shards(prompts, shard_size, stores,
-                                                                                judged, per_prompt)))
+    try:
+        counts, skipped = _spool_pairs(spool, strategies, _rated_shards(prompts, shard_size, stores, judged,
+                                                                        per_prompt), seed, judge_cfg)
+        write_rows(spool / "completions.arrow", lambda: ([_side_row(*item) for item in shard]
+                                                         for shard in _rated_shards(prompts, shard_size, stores,
+                                                                                    judged, per_prompt)))
 
-    base_manifest = {"mode": "preferences", "seed": seed, "prompts": len(prompts),
-                     "prompt_sources": [s.to_json() for s in mix.sources], "config": config}
-    rows_per_file = int(config.get("rows_per_file", 100_000))
-    write_dataset(run_dir / "completions", _memory_mapped(spool / "completions.arrow"),
-                  {"name": "completions", "kind": "preference_completions", **base_manifest,
-                   "counts": dict(counts)}, rows_per_file)
-    summary = {"prompts": len(prompts), "prompts_rejected": len(mix.rejects), **counts, "datasets": {}}
-    for name in strategies:
-        table = _memory_mapped(spool / f"{name}.arrow")
-        write_dataset(run_dir / name, table, {"name": name, "kind": "preference", "strategy": strategies[name],
-                                              **base_manifest, "skipped": dict(skipped[name])}, rows_per_file)
-        summary["datasets"][name] = {"path": str(run_dir / name), "strategy": strategies[name],
-                                     "pairs": table.num_rows, "skipped": dict(skipped[name])}
-    shutil.rmtree(spool, ignore_errors=True)
+        base_manifest = {"mode": "preferences", "seed": seed, "prompts": len(prompts),
+                         "prompt_sources": [s.to_json() for s in mix.sources], "config": config}
+        rows_per_file = int(config.get("rows_per_file", 100_000))
+        write_dataset(run_dir / "completions", _memory_mapped(spool / "completions.arrow"),
+                      {"name": "completions", "kind": "preference_completions", **base_manifest,
+                       "counts": dict(counts)}, rows_per_file)
+        summary = {"prompts": len(prompts), "prompts_rejected": len(mix.rejects), **counts, "datasets": {}}
+        for name in strategies:
+            table = _memory_mapped(spool / f"{name}.arrow")
+            write_dataset(run_dir / name, table, {"name": name, "kind": "preference", "strategy": strategies[name],
+                                                  **base_manifest, "skipped": dict(skipped[name])}, rows_per_file)
+            summary["datasets"][name] = {"path": str(run_dir / name), "strategy": strategies[name],
+                                         "pairs": table.num_rows, "skipped": dict(skipped[name])}
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
     atomic_write_json(run_dir / "summary.json", summary)
     for name, info in summary["datasets"].items():
         console.print(f"{name}: {info['pairs']} pairs ({info['strategy']}); skipped "
