@@ -181,6 +181,11 @@ def test_failed_run_resumes_without_resending_answered_calls(tmp_path, server):
     with pytest.raises(ApiError):
         run_synthesis(config, tmp_path / "resumed")
     first = len(server.served)
+    # What was set aside before the failure (the empty persona) is kept; the spool is gone.
+    rejects = [json.loads(line) for line in (tmp_path / "resumed" / "rejects.jsonl").read_text().splitlines()]
+    assert {(r["row"], r["field"], r["reason"]) for r in rejects if r["stage"] == "personas"} == {
+        (7, "persona", "bad_persona")}
+    assert not list((tmp_path / "resumed").glob(".synthesis-*"))
     server.fail_after = None
     run_synthesis(config, tmp_path / "resumed")
     assert first == 9 and len(server.served) == total

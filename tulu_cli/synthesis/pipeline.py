@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,12 @@ def persona_prompts(config: dict, work: Path, rejects: RejectLog, counts: Counte
         work,
         {"template": template.__dict__},
     )
+    with closing(replies):  # the model goes as soon as this generator does, also when a consumer fails
+        yield from _persona_rows(replies, starts, personas, shard_size, template, seed, config, rejects, counts)
+
+
+def _persona_rows(replies: Iterator[list[dict]], starts: range, personas, shard_size: int, template: PromptTemplate,
+                  seed: int, config: dict, rejects: RejectLog, counts: Counter) -> Iterator[dict]:
     skill = str(config.get("skill") or "synthetic")
     for shard, start in zip(replies, starts, strict=True):
         reply_of = {reply["key"]: reply for reply in shard}
@@ -255,10 +262,11 @@ def add_responses(
         work,
         {"samples": samples},
     )
-    for shard_replies, shard in zip(replies, row_shards(), strict=True):
-        reply_of = {reply["key"]: reply for reply in shard_replies}
-        answered = _answered(shard, reply_of, samples, agree, rejects)
-        yield from _verified(answered, rejects) if cfg.get("verify") else answered
+    with closing(replies):  # the model goes as soon as this generator does, also when a consumer fails
+        for shard_replies, shard in zip(replies, row_shards(), strict=True):
+            reply_of = {reply["key"]: reply for reply in shard_replies}
+            answered = _answered(shard, reply_of, samples, agree, rejects)
+            yield from _verified(answered, rejects) if cfg.get("verify") else answered
 
 
 def _answered(
@@ -326,18 +334,22 @@ def run_synthesis(config: dict, run_dir: Path) -> None:
             "constraints and responses.self_consistency both set a row's ground truth: choose one"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    for left_behind in run_dir.glob(".synthesis-*"):  # a killed run's spool
+        shutil.rmtree(left_behind, ignore_errors=True)
     spool = Path(tempfile.mkdtemp(dir=run_dir, prefix=".synthesis-"))
+    rejects = RejectLog(spool / "rejects.jsonl", Counter())
     try:
-        _synthesize(config, run_dir, spool, constraints, responses, seed)
+        _synthesize(config, run_dir, spool, constraints, responses, seed, rejects)
     finally:
+        # What was set aside is kept whether the run finishes or stops (its error may point at it).
+        rejects.close()
+        os.replace(rejects.path, run_dir / "rejects.jsonl")
         shutil.rmtree(spool, ignore_errors=True)
 
 
-def _synthesize(
-    config: dict, run_dir: Path, spool: Path, constraints: AugmentConfig | None, responses: dict, seed: int
-) -> None:
-    counts: Counter = Counter()
-    rejects = RejectLog(spool / "rejects.jsonl", counts)
+def _synthesize(config: dict, run_dir: Path, spool: Path, constraints: AugmentConfig | None, responses: dict,
+                seed: int, rejects: RejectLog) -> None:
+    counts = rejects.counts
     work = run_dir / "work"
 
     source = (
@@ -362,8 +374,6 @@ def _synthesize(
         table = spool_rows(spool / "answered.arrow", add_responses(table, keep, responses, config, work, rejects))
     elif not keep.all():
         table = spool_rows(spool / "kept.arrow", (row for _, row in read_rows(table, keep)))
-    rejects.close()
-    os.replace(rejects.path, run_dir / "rejects.jsonl")
     if not table.num_rows:
         raise StageError("no row survived the synthesis (see rejects.jsonl for why)")
 

@@ -107,4 +107,4 @@ class RejectLog:
         self.total += 1
 
     def close(self) -> None:
-        self._handle.close()
+        self._handle.close()  # closing again does nothing
