@@ -110,6 +110,15 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(earlier_run, t
     assert not marker.exists(), "the checkpoint ran code"
 
 
+def test_a_checkpoint_with_the_earlier_pickled_schedule_is_refused_with_the_reason(earlier_run, tmp_path):
+    legacy = copy_of(earlier_run / "checkpoints" / "step_00000001", tmp_path / "legacy_checkpoint")
+    torch.save({"base_lrs": [0.1], "last_epoch": 1}, legacy / "custom_checkpoint_0.pkl")
+    (legacy / "scheduler.json").unlink()
+    result = run_tulu("sft", *SHORT, f"resume={legacy}", f"output_dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 1
+    assert "keeps its learning-rate schedule in custom_checkpoint_0.pkl" in result.stdout
+
+
 @pytest.mark.parametrize("name", ["optimizer.bin", "random_states_0.pkl", "pytorch_model/mp_rank_00_model_states.pt",
                                   "model.safetensors.index"])
 def test_every_pickled_file_of_a_checkpoint_is_checked(earlier_run, tmp_path, name):

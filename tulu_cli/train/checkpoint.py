@@ -24,8 +24,10 @@ from tulu_cli.io import install_dir
 
 STATE_FILE = "trainer_state.json"
 SCHEDULER_FILE = "scheduler.json"
-# How accelerate named the state of the first object registered for checkpointing (the schedule, in
-# checkpoints written before the schedule was saved as JSON).
+# How accelerate named the state of the first object registered for checkpointing: the schedule, in
+# checkpoints written before it was saved as JSON. accelerate refuses to load a checkpoint that holds it
+# unless an object is registered for it, and would unpickle it without restrictions, so such a checkpoint
+# is refused with the reason.
 LEGACY_SCHEDULER_FILE = "custom_checkpoint_0.pkl"
 
 
@@ -107,17 +109,18 @@ def set_aside_later_checkpoints(run_dir: Path, step: int) -> list[Path]:
 
 def load_checkpoint(accelerator, path: Path, scheduler) -> dict:
     """Restore the state saved at `path` (refusing unsafe files first); return its trainer state."""
-    from tulu_cli.train.safe_load import check_checkpoint_files, load_tensors
+    from tulu_cli.train.safe_load import check_checkpoint_files
 
     check_checkpoint_files(path)
+    if not (path / SCHEDULER_FILE).exists():
+        if (path / LEGACY_SCHEDULER_FILE).exists():
+            raise StageError(f"resume: {path} keeps its learning-rate schedule in {LEGACY_SCHEDULER_FILE}, as "
+                             f"checkpoints of earlier versions of tulu did; resume it with the version that wrote "
+                             f"it, or start afresh (overwrite=true)")
+        raise StageError(f"resume: {path} has no {SCHEDULER_FILE} (not a checkpoint of this trainer)")
     state = read_trainer_state(path)
     accelerator.load_state(str(path))
-    if (path / SCHEDULER_FILE).exists():
-        scheduler.load_state_dict(read_json(path / SCHEDULER_FILE))
-    elif (path / LEGACY_SCHEDULER_FILE).exists():
-        scheduler.load_state_dict(load_tensors(path / LEGACY_SCHEDULER_FILE))
-    else:
-        raise StageError(f"resume: {path} has no {SCHEDULER_FILE} (not a checkpoint of this trainer)")
+    scheduler.load_state_dict(read_json(path / SCHEDULER_FILE))
     return state
 
 
