@@ -93,9 +93,9 @@ def load_personas(cfg: dict, seed: int, set_aside: Callable[[dict], None]) -> Pe
     candidates = np.flatnonzero(usable)
     _, first, inverse = np.unique(digests[candidates], axis=0, return_index=True, return_inverse=True)
     first_of = candidates[first][inverse.ravel()]
-    for index, original in zip(candidates.tolist(), first_of.tolist(), strict=True):
-        if original != index:
-            reject(index, "duplicate", f"same persona as row {loaded.row_number(original)}")
+    for index in map(int, candidates[first_of != candidates]):
+        original = int(first_of[np.searchsorted(candidates, index)])
+        reject(index, "duplicate", f"same persona as row {loaded.row_number(original)}")
     rows = candidates[first_of == candidates]
     take = cfg.get("take")
     if take is not None:
