@@ -202,7 +202,9 @@ def attach_constraints(
         )
         result = augment(prompt, cfg, seed)
         if isinstance(result, str):
-            rejects.add("constraints", row["id"], result, "no constraint could be attached", row)
+            # The row as it came in: without the columns the spool's schema gave it (all null here).
+            raw = {key: value for key, value in row.items() if value is not None}
+            rejects.add("constraints", row["id"], result, "no constraint could be attached", raw)
             continue
         yield {**result, "persona": row.get("persona")}
 
