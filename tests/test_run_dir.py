@@ -119,6 +119,13 @@ def test_a_checkpoint_with_the_earlier_pickled_schedule_is_refused_with_the_reas
     assert "keeps its learning-rate schedule in custom_checkpoint_0.pkl" in result.stdout
 
 
+def test_a_rank_without_a_saved_random_state_says_so_and_resumes(earlier_run, tmp_path):
+    run_dir = copy_of(earlier_run, tmp_path / "run")
+    (run_dir / "checkpoints" / "step_00000001" / "random_states_0.pkl").unlink()
+    result = run_tulu("sft", *SHORT, f"resume={run_dir / 'checkpoints' / 'step_00000001'}", f"output_dir={run_dir}")
+    assert "[rank 0] warning:" in result.stdout and "has no random_states_0.pkl" in result.stdout
+
+
 @pytest.mark.parametrize("name", ["optimizer.bin", "random_states_0.pkl", "pytorch_model/mp_rank_00_model_states.pt",
                                   "model.safetensors.index"])
 def test_every_pickled_file_of_a_checkpoint_is_checked(earlier_run, tmp_path, name):

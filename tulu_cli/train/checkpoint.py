@@ -119,6 +119,11 @@ def load_checkpoint(accelerator, path: Path, scheduler) -> dict:
                              f"it, or start afresh (overwrite=true)")
         raise StageError(f"resume: {path} has no {SCHEDULER_FILE} (not a checkpoint of this trainer)")
     state = read_trainer_state(path)
+    rng_file = path / f"random_states_{accelerator.process_index}.pkl"
+    if not rng_file.exists():
+        # accelerate goes on without a word when a rank has no saved random state.
+        print(f"[rank {accelerator.process_index}] warning: {path} has no {rng_file.name} (taken with fewer ranks?): "
+              f"this rank's random state starts from the run's seed, not from the checkpoint", flush=True)
     accelerator.load_state(str(path))
     scheduler.load_state_dict(read_json(path / SCHEDULER_FILE))
     return state
