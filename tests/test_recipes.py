@@ -84,7 +84,12 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "tulu eval compare" in result.stdout and (tmp_path / "compare.png").exists()
 
-    scores = {name: json.loads((tmp_path / "eval" / name / "results.json").read_text())["tasks"]["gsm_tiny"]["value"]
-              for name in ("base", "sft", "dpo", "rlvr")}
-    assert scores["sft"] > scores["base"] + 0.1
-    assert scores["rlvr"] >= scores["sft"]
+    tasks = {name: json.loads((tmp_path / "eval" / name / "results.json").read_text())["tasks"]
+             for name in ("base", "sft", "dpo", "rlvr")}
+    gsm = {name: task["gsm_tiny"]["value"] for name, task in tasks.items()}
+    average = {name: sum(t["value"] for t in task.values()) / len(task) for name, task in tasks.items()}
+    # Each stage raises the three-task average; SFT teaches the arithmetic, and RLVR does not lower it in
+    # the model it starts from (held-out GSM moves within its noise after SFT: 196 problems, ~3 points).
+    assert average["base"] < average["sft"] < average["dpo"] < average["rlvr"], average
+    assert gsm["sft"] > gsm["base"] + 0.1
+    assert gsm["rlvr"] >= gsm["dpo"], gsm
