@@ -255,6 +255,8 @@ def test_personas_take_and_rejects(tmp_path):
         (4, "missing_field"),
         (5, "unparsable_line"),
     ]
+    # The rows read, set aside for their content, come in row order (lines that did not parse come first).
+    assert [r["row"] for r in rejects if r["reason"] != "unparsable_line"] == [3, 4]
     assert all(r["file"] == str(path) for r in rejects)
     assert len(load_personas({"path": str(path), "take": 2}, 0, rejects.append)) == 2
     assert len(load_personas({"path": str(path), "take": 10}, 0, rejects.append)) == 3

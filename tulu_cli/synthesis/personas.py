@@ -52,6 +52,10 @@ class PersonaSet:
             yield from self.read(start, start + READ_ROWS)
 
 
+# Why a persona row is set aside (none: it is usable).
+USABLE, MISSING, BAD, DUPLICATE = 0, 1, 2, 3
+
+
 def load_personas(cfg: dict, seed: int, set_aside: Callable[[dict], None]) -> PersonaSet:
     """The personas of the `personas` config block; each row set aside goes to `set_aside`.
 
@@ -81,21 +85,28 @@ def load_personas(cfg: dict, seed: int, set_aside: Callable[[dict], None]) -> Pe
                    "reason": reason, "detail": detail, "raw": row_dict(loaded.dataset[index])})
 
     # A 128-bit digest of each usable persona's text: repeats are found among the digests, not the texts.
+    # Rows set aside are written in row order once the repeats are known: a byte a row says why.
     digests = np.zeros((len(loaded.dataset), 2), np.uint64)
-    usable = np.zeros(len(loaded.dataset), bool)
+    why = np.zeros(len(loaded.dataset), np.int8)
     for index, example in enumerate(loaded.dataset):
         text = row_dict(example).get(field)
-        if not isinstance(text, str) or not text.strip():
-            reject(index, "missing_field" if text is None else "bad_persona", f"expected a non-empty string in {field!r}")
-            continue
-        usable[index] = True
-        digests[index] = np.frombuffer(xxhash.xxh3_128_digest(text.strip().encode("utf-8")), np.uint64)
-    candidates = np.flatnonzero(usable)
+        if text is None:
+            why[index] = MISSING
+        elif not isinstance(text, str) or not text.strip():
+            why[index] = BAD
+        else:
+            digests[index] = np.frombuffer(xxhash.xxh3_128_digest(text.strip().encode("utf-8")), np.uint64)
+    candidates = np.flatnonzero(why == USABLE)
     _, first, inverse = np.unique(digests[candidates], axis=0, return_index=True, return_inverse=True)
     first_of = candidates[first][inverse.ravel()]
-    for index in map(int, candidates[first_of != candidates]):
-        original = int(first_of[np.searchsorted(candidates, index)])
-        reject(index, "duplicate", f"same persona as row {loaded.row_number(original)}")
+    why[candidates[first_of != candidates]] = DUPLICATE
+    for index in map(int, np.flatnonzero(why)):
+        if why[index] == DUPLICATE:
+            original = int(first_of[np.searchsorted(candidates, index)])
+            reject(index, "duplicate", f"same persona as row {loaded.row_number(original)}")
+        else:
+            reject(index, "missing_field" if why[index] == MISSING else "bad_persona",
+                   f"expected a non-empty string in {field!r}")
     rows = candidates[first_of == candidates]
     take = cfg.get("take")
     if take is not None:
