@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: a killed run never leaves a half-written output that looks complete."""
+"""Atomic file and directory writes: a killed run never leaves a half-written output that looks complete;
+and the scratch folders a stage spools into inside its run directory."""
 
 from __future__ import annotations
 
@@ -64,6 +65,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     install_dir(tmp, path)
+
+
+@contextmanager
+def scratch_dir(run_dir: Path, prefix: str) -> Iterator[Path]:
+    """A new hidden folder `run_dir/PREFIX*` for a stage's spool files, removed when the block ends however
+    it ends; those a killed run left behind are removed first."""
+    for left_behind in run_dir.glob(f"{prefix}*"):
+        shutil.rmtree(left_behind, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(dir=run_dir, prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def install_dir(tmp: Path, path: Path) -> None:

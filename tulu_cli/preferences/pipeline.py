@@ -9,8 +9,6 @@ All paid work lives in the run directory's `work` folder (see `store`): rerunnin
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -25,7 +23,7 @@ from tulu_cli.curate.schemas import ARROW_SCHEMAS
 from tulu_cli.data.arrow_rows import write_rows
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
-from tulu_cli.io import atomic_copy, atomic_write_json
+from tulu_cli.io import atomic_copy, atomic_write_json, scratch_dir
 from tulu_cli.preferences.assign import ON_POLICY, assign_models, check_slots
 from tulu_cli.preferences.binarize import STRATEGIES, Candidate, choose_pair
 from tulu_cli.preferences.judges import JUDGE_KINDS, JudgeItem, Judgement, LLMJudge, VerifierJudge, tie_reason
@@ -152,7 +150,6 @@ def _pair_row(prompt: Prompt, chosen: dict, rejected: dict) -> dict:
             "chosen_rating": chosen["mean"], "rejected_rating": rejected["mean"]}
 
 
-
 def _spool_pairs(spool: Path, strategies: dict, shards: Iterator, seed: int,
                  judge_cfg: dict) -> tuple[Counter, dict[str, Counter]]:
     """Each strategy's pair of every prompt, shard by shard, into `spool`/NAME.arrow; the completion counts
@@ -181,6 +178,7 @@ def _spool_pairs(spool: Path, strategies: dict, shards: Iterator, seed: int,
                 if rows:
                     writers[name].write_batch(pa.RecordBatch.from_pylist(rows, schema=PAIR_SCHEMA))
     return counts, skipped
+
 
 def _rated_shards(prompts: PromptSet, shard_size: int, stores: dict[str, ShardStore], judged: ShardStore,
                   per_prompt: int) -> Iterator[list[tuple[Prompt, list[dict]]]]:
@@ -240,13 +238,9 @@ def run_preferences(config: dict, run_dir: Path) -> None:
     judged = _judge(judge_cfg, prompts, shard_size, stores, per_prompt, config,
                     work / "judgements" / fingerprint(judge_cfg))
 
-    # The outputs are assembled a shard at a time into Arrow files, then written as datasets from them. The
-    # spool (Arrow copies of every output) goes whether the assembly finishes or fails; one a killed run
-    # left behind goes now.
-    for left_behind in run_dir.glob(".assemble-*"):
-        shutil.rmtree(left_behind, ignore_errors=True)
-    spool = Path(tempfile.mkdtemp(dir=run_dir, prefix=".assemble-"))
-    try:
+    # The outputs are assembled a shard at a time into Arrow files (the spool: copies of every output,
+    # removed whether the assembly finishes or fails), then written as datasets from them.
+    with scratch_dir(run_dir, ".assemble-") as spool:
         counts, skipped = _spool_pairs(spool, strategies, _rated_shards(prompts, shard_size, stores, judged,
                                                                         per_prompt), seed, judge_cfg)
         write_rows(spool / "completions.arrow", lambda: ([_side_row(*item) for item in shard]
@@ -266,8 +260,6 @@ def run_preferences(config: dict, run_dir: Path) -> None:
                                                   **base_manifest, "skipped": dict(skipped[name])}, rows_per_file)
             summary["datasets"][name] = {"path": str(run_dir / name), "strategy": strategies[name],
                                          "pairs": table.num_rows, "skipped": dict(skipped[name])}
-    finally:
-        shutil.rmtree(spool, ignore_errors=True)
     atomic_write_json(run_dir / "summary.json", summary)
     for name, info in summary["datasets"].items():
         console.print(f"{name}: {info['pairs']} pairs ({info['strategy']}); skipped "

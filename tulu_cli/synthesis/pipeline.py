@@ -19,8 +19,6 @@ they happen, so a run over a million personas holds a batch of rows, not the mil
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
@@ -35,7 +33,7 @@ from tulu_cli.curate.display import console
 from tulu_cli.curate.schemas import ARROW_SCHEMAS
 from tulu_cli.errors import StageError
 from tulu_cli.generation import SamplingConfig
-from tulu_cli.io import atomic_write_json
+from tulu_cli.io import atomic_write_json, scratch_dir
 from tulu_cli.preferences.models import ChatRequest, build_chat_model
 from tulu_cli.preferences.prompts import Prompt, load_prompts
 from tulu_cli.preferences.store import ShardStore, Streamed, derived_seed, streamed_fingerprint
@@ -336,17 +334,14 @@ def run_synthesis(config: dict, run_dir: Path) -> None:
             "constraints and responses.self_consistency both set a row's ground truth: choose one"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    for left_behind in run_dir.glob(".synthesis-*"):  # a killed run's spool
-        shutil.rmtree(left_behind, ignore_errors=True)
-    spool = Path(tempfile.mkdtemp(dir=run_dir, prefix=".synthesis-"))
-    rejects = RejectLog(spool / "rejects.jsonl", Counter())
-    try:
-        _synthesize(config, run_dir, spool, constraints, responses, seed, rejects)
-    finally:
-        # What was set aside is kept whether the run finishes or stops (its error may point at it).
-        rejects.close()
-        os.replace(rejects.path, run_dir / "rejects.jsonl")
-        shutil.rmtree(spool, ignore_errors=True)
+    with scratch_dir(run_dir, ".synthesis-") as spool:
+        rejects = RejectLog(spool / "rejects.jsonl", Counter())
+        try:
+            _synthesize(config, run_dir, spool, constraints, responses, seed, rejects)
+        finally:
+            # What was set aside is kept whether the run finishes or stops (its error may point at it).
+            rejects.close()
+            os.replace(rejects.path, run_dir / "rejects.jsonl")
 
 
 def _synthesize(config: dict, run_dir: Path, spool: Path, constraints: AugmentConfig | None, responses: dict,

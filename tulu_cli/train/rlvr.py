@@ -105,8 +105,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         reference = prepare_frozen(accelerator, load_model(cfg.model, tokenizer, cfg.seed))
     else:
         accelerator.print(REFERENCE_NOTE)
-    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps,
-                                         plan_state(plan))
+    plan_record = plan_state(plan)
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps, plan_record)
     try:
         backend = build_rollout_backend(
             cfg.generation,
@@ -224,7 +224,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
             )
         if is_due(done, cfg.checkpoint.every_steps, plan.total_steps):
             save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler,
-                            extra={"plan": plan_state(plan)})
+                            extra={"plan": plan_record})
 
     trend = quarter_trend(read_metrics(run_dir)) if accelerator.is_main_process else None
     if trend is not None:

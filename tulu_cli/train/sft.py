@@ -52,8 +52,8 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     trainable = prepare_trainable(cfg, tokenizer, plan, run_dir)
     accelerator, model, optimizer, scheduler = (trainable.accelerator, trainable.model, trainable.optimizer,
                                                 trainable.scheduler)
-    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps,
-                                         plan_state(plan))
+    plan_record = plan_state(plan)
+    start_step, logger = resume_or_start(accelerator, cfg, run_dir, scheduler, plan.total_steps, plan_record)
     # A freshly initialised model is kept as `initial/`: the untrained baseline of a comparison. The ranks
     # look before any of them can have written it.
     if cfg.model.get("init") and not cfg.model.get("path") and true_on_every_rank(
@@ -101,7 +101,7 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
         if is_due(done, cfg.checkpoint.every_steps, plan.total_steps):
             checkpoint_started = time.time()
             save_checkpoint(accelerator, run_dir, done, cfg.checkpoint.keep, scheduler,
-                            extra={"plan": plan_state(plan)})
+                            extra={"plan": plan_record})
             checkpoint_seconds += time.time() - checkpoint_started
     timings = {"train_s": round(time.time() - train_started - checkpoint_seconds, 3),
                "checkpoint_s": round(checkpoint_seconds, 3), "steps": plan.total_steps - start_step,
