@@ -5,13 +5,14 @@ reach the weights a `cpu_ddp2` run of the same steps reaches, and write full wei
 an SFT run killed after a checkpoint resumes to the weights of an uninterrupted run.
 
 The runs are shared: one module-scoped fixture per stage runs each configuration once. The default
-test run keeps the SFT comparison (the shortest real 2-rank ZeRO-3 world); DPO, RLVR and the
-kill-and-resume run are in the slow run (`make test-all`).
+test run keeps the SFT comparison (the shortest real 2-rank ZeRO-3 world) and one PPO step in bf16 (the
+GPU profiles' precision); DPO, RLVR and the kill-and-resume run are in the slow run (`make test-all`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -204,6 +205,18 @@ def rlvr_runs(tmp_path_factory, start_model) -> dict[str, Path]:
             run_tulu(*RLVR, f"algorithm={algorithm}", f"model.path={start_model}", *launch(launcher, run_dir))
             runs[algorithm, launcher] = run_dir
     return runs
+
+
+def test_ppo_value_head_joins_the_bf16_partitions_of_a_gpu_profile(start_model, tmp_path):
+    """Under bf16 ZeRO-3 (what every GPU profile runs), PPO's new value head takes the dtype of the
+    partitions it joins: DeepSpeed packs all of them into one flat buffer of a single dtype, and refused a
+    float32 head among the bf16 policy's partitions before the first step."""
+    run_dir = tmp_path / "ppo_bf16"
+    run_tulu(*RLVR, "algorithm=ppo", f"model.path={start_model}", "train.max_steps=1", *launch("cpu_zero3", run_dir),
+             "launcher.mixed_precision=bf16", "+launcher.deepspeed.bf16={enabled: true}")
+    assert_one_sharded_world(run_dir)
+    [metrics] = read_metrics(run_dir)
+    assert metrics["step"] == 1 and math.isfinite(metrics["value_loss"]) and math.isfinite(metrics["loss"])
 
 
 @pytest.mark.slow

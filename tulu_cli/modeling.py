@@ -17,6 +17,12 @@ BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<pad>"
 
 CHAT_TEMPLATE_CHOICES = ("tulu", "tokenizer")
 
+# Passed to every `from_pretrained` of a model: weights run on their own architecture's code. Newer
+# transformers releases (5.25 among them, not 5.17) otherwise swap layers for kernels fetched from the
+# hub when the model is on a GPU: code downloaded at load time, numerics that change with the hub, and
+# a load that fails on a node without internet.
+NO_HUB_KERNELS = {"use_kernels": False}
+
 
 def load_tokenizer(model_cfg: Mapping[str, Any], assets: Path):
     """The tokenizer of `model.tokenizer` or `model.path`; else one trained on bundled files.
@@ -97,7 +103,7 @@ def load_model(model_cfg: Mapping[str, Any], tokenizer, seed: int = 0):
 
         model = AutoModelForCausalLM.from_pretrained(model_cfg["path"], revision=model_cfg.get("revision"),
                                                      dtype=dtype, attn_implementation=attention,
-                                                     **quantization_kwargs(model_cfg, dtype))
+                                                     **quantization_kwargs(model_cfg, dtype), **NO_HUB_KERNELS)
     elif model_cfg.get("init"):
         config = LlamaConfig(vocab_size=_multiple_of_8(len(tokenizer)), bos_token_id=tokenizer.bos_token_id,
                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

@@ -102,7 +102,9 @@ def _load_for_generation(model_path: str | None):
         raise ValueError("generation: model_path is required when no model is passed")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tulu_cli.modeling import NO_HUB_KERNELS
+
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, **NO_HUB_KERNELS)
     model.eval()
     return model, tokenizer

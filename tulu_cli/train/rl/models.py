@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tulu_cli.modeling import attention_implementation, cover_tokenizer
+from tulu_cli.modeling import NO_HUB_KERNELS, attention_implementation, cover_tokenizer
 from tulu_cli.train.logprobs import keeps_chosen_logits
 
 
@@ -42,16 +42,19 @@ def load_value_model(model_cfg: Mapping[str, Any], reward_model_path: str | None
     attention = attention_implementation(model_cfg.get("attn_implementation", "sdpa"))
     if reward_model_path:
         reward_model = AutoModelForSequenceClassification.from_pretrained(
-            reward_model_path, num_labels=1, dtype=dtype, attn_implementation=attention
+            reward_model_path, num_labels=1, dtype=dtype, attn_implementation=attention, **NO_HUB_KERNELS
         )
         backbone = getattr(reward_model, reward_model.base_model_prefix)
         head = reward_model.score
     else:
         backbone = AutoModel.from_pretrained(
-            model_cfg["path"], revision=model_cfg.get("revision"), dtype=dtype, attn_implementation=attention
+            model_cfg["path"], revision=model_cfg.get("revision"), dtype=dtype, attn_implementation=attention,
+            **NO_HUB_KERNELS,
         )
         hidden = backbone.config.hidden_size
-        head = nn.Linear(hidden, 1, bias=False, dtype=dtype)
+        # The backbone's own dtype, which under ZeRO-3 is that of its partitions (bf16 on GPU profiles), not
+        # `dtype`: DeepSpeed packs every parameter of the model into one flat buffer of a single dtype.
+        head = nn.Linear(hidden, 1, bias=False, dtype=next(backbone.parameters()).dtype)
         nn.init.normal_(head.weight, std=1 / math.sqrt(hidden + 1))
     cover_tokenizer(backbone, tokenizer)
     if model_cfg.get("gradient_checkpointing"):
