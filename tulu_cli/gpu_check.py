@@ -9,7 +9,8 @@ and a summary; exits 1 if any stage failed.
 
 Needs only this package's own dependencies (torch with CUDA, transformers, accelerate, deepspeed):
 vLLM only for its own case, no flash-attn, nothing downloaded. `--dry-run` checks the configurations
-and prints the commands without a GPU; `--launcher cpu_zero3` runs the same checks on 2 CPU ranks.
+and prints the commands without a GPU; `--launcher cpu_zero3` runs the same checks on 2 CPU ranks, in
+bf16 as on the GPU (a dtype mismatch between partitions shows there too).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -57,6 +59,11 @@ OPTIONAL_PACKAGE = {"rlvr_vllm": ("vllm", ".[vllm]"), "sft_qlora": ("bitsandbyte
 LORA_STAGES = ("sft_lora", "sft_qlora")
 VLLM_STAGES = ("rlvr_vllm",)
 STAGE_TIMEOUT_S = 240
+# What each rank reports of its model at startup (`train.runtime.report_partitioning`).
+PARTITIONING = re.compile(r"partitioning \(model\): rank=(\d+) world=\d+ params=(\d+) zero3=(\d+)")
+# On CPU launchers (which train in float32), the GPU profiles' precision: bf16, and DeepSpeed's bf16 mode.
+CPU_AS_GPU_PRECISION = ["launcher.mixed_precision=bf16"]
+CPU_AS_GPU_DEEPSPEED_PRECISION = ["+launcher.deepspeed.bf16={enabled: true}"]
 
 
 @dataclass
@@ -121,8 +128,11 @@ def preflight() -> str | None:
 def stage_command(stage: str, work: Path, launcher: str) -> list[str]:
     paths = {"work": work, "sft": work / "sft" / "final", "dpo": work / "dpo" / "final"}
     args = [arg.format(**paths) for arg in STAGES[stage]]
+    on_cpu = launcher.startswith("cpu")
     if stage in LORA_STAGES:
-        launcher = "cpu" if launcher.startswith("cpu") else "gpu1"
+        launcher = "cpu" if on_cpu else "gpu1"
+    if on_cpu:
+        args += CPU_AS_GPU_PRECISION + (CPU_AS_GPU_DEEPSPEED_PRECISION if stage not in LORA_STAGES else [])
     return [sys.executable, "-m", "tulu_cli.cli", *args, f"launcher={launcher}", f"output_dir={work / stage}"]
 
 
@@ -162,10 +172,11 @@ def check_run(run_dir: Path, sharded: bool = True) -> tuple[bool, str]:
     if not rows or not all(isinstance(x, float) and math.isfinite(x) for x in losses):
         return False, f"losses not all finite: {losses}"
     log = (run_dir / "logs" / "stage.log").read_text(errors="replace")
-    line = next((x for x in log.splitlines() if x.startswith("partitioning (model)")), "")
-    fields = dict(part.split("=") for part in line.split()[2:])
-    if sharded and (not fields or fields.get("zero3") != fields.get("params")):
-        return False, f"parameters not managed by ZeRO-3: {line or 'no partitioning line'}"
+    # Searched, not split by line: the ranks write to one pipe, so two reports can share a line.
+    ranks = PARTITIONING.findall(log)
+    unmanaged = [f"rank {rank}: {zero3} of {params} parameters" for rank, params, zero3 in ranks if zero3 != params]
+    if sharded and (not ranks or unmanaged):
+        return False, f"parameters not managed by ZeRO-3: {'; '.join(unmanaged) or 'no partitioning report'}"
     if not sharded and not (run_dir / "final" / "adapter" / "adapter_model.safetensors").exists():
         return False, "final/adapter/ holds no adapter"
     empty = []

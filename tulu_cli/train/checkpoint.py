@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tulu_cli.errors import StageError
 from tulu_cli.io import install_dir
+from tulu_cli.train.runtime import print_whole_line
 
 STATE_FILE = "trainer_state.json"
 SCHEDULER_FILE = "scheduler.json"
@@ -122,8 +123,8 @@ def load_checkpoint(accelerator, path: Path, scheduler) -> dict:
     rng_file = path / f"random_states_{accelerator.process_index}.pkl"
     if not rng_file.exists():
         # accelerate goes on without a word when a rank has no saved random state.
-        print(f"[rank {accelerator.process_index}] warning: {path} has no {rng_file.name} (taken with fewer ranks?): "
-              f"this rank's random state starts from the run's seed, not from the checkpoint", flush=True)
+        print_whole_line(f"[rank {accelerator.process_index}] warning: {path} has no {rng_file.name} (taken with fewer "
+                         f"ranks?): this rank's random state starts from the run's seed, not from the checkpoint")
     accelerator.load_state(str(path))
     scheduler.load_state_dict(read_json(path / SCHEDULER_FILE))
     return state

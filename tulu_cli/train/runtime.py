@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 
 import numpy as np
 import torch
@@ -86,8 +87,15 @@ def report_partitioning(accelerator, model, name: str = "model") -> None:
         else:
             full += param.numel()
             local += param.numel()
-    print(f"partitioning ({name}): rank={accelerator.process_index} world={accelerator.num_processes} "
-          f"params={count} zero3={sharded} partitioned={partitioned} full_numel={full} local_numel={local}", flush=True)
+    print_whole_line(f"partitioning ({name}): rank={accelerator.process_index} world={accelerator.num_processes} "
+                     f"params={count} zero3={sharded} partitioned={partitioned} full_numel={full} local_numel={local}")
+
+
+def print_whole_line(text: str) -> None:
+    """Print from one of several ranks that share the stage's output pipe: the text and its newline in
+    one write, so that another rank's line cannot land between them."""
+    sys.stdout.write(f"{text}\n")
+    sys.stdout.flush()
 
 
 def prepare_frozen(accelerator, model):
