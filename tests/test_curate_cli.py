@@ -1,4 +1,5 @@
-"""`tulu curate` through the CLI: a 2-job sweep of the tiny preset, a failing source, the Tulu 3 dry runs."""
+"""`tulu curate` through the CLI: a 2-job sweep of the tiny preset, a failing source, the Tulu 3 dry runs, a
+killed run's working files cleared when its folder is built again."""
 
 from __future__ import annotations
 
@@ -62,3 +63,14 @@ def test_published_mixtures_dry_run(tmp_path, preset, hub_id):
     proc = tulu("curate", f"conf={preset}", "--dry-run", f"output_dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert hub_id in proc.stdout
+
+
+def test_a_killed_runs_working_files_are_removed_when_the_folder_is_built_again(tmp_path):
+    run = tmp_path / "run"
+    left_behind = run / ".rlvr.work-killed"
+    left_behind.mkdir(parents=True)
+    (left_behind / "rows.arrow").write_bytes(b"\0" * 4096)
+    proc = tulu("curate", "conf=tiny", "~datasets.sft", "~datasets.prefs", f"output_dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (run / "rlvr" / "manifest.json").exists()
+    assert not list(run.glob(".rlvr.work-*"))

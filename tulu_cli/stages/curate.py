@@ -11,7 +11,6 @@ rows set aside in RUN_DIR/NAME.rejects.jsonl (file, row, field, reason), and one
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from datasets import disable_progress_bars
@@ -23,7 +22,7 @@ from tulu_cli.curate.display import console, curate_table
 from tulu_cli.curate.mixing import MixError
 from tulu_cli.data.sources import SourceError
 from tulu_cli.entry import StageError, entrypoint
-from tulu_cli.io import atomic_write_json
+from tulu_cli.io import atomic_write_json, scratch_dir
 from tulu_cli.progress import progress_bars
 
 
@@ -47,8 +46,9 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     manifests: dict[str, dict] = {}
     for name, mix in datasets.items():
         seed = int(mix.get("seed", config.get("seed", 0)))
-        # The mix's working files (valid rows, rejects) sit next to the outputs, on the same file system.
-        with tempfile.TemporaryDirectory(dir=run_dir, prefix=f".{name}.work-") as work:
+        # The mix's working files (valid rows, rejects) sit next to the outputs, on the same file system;
+        # those of a killed run in this folder are removed first.
+        with scratch_dir(run_dir, f".{name}.work-") as work:
             try:
                 with progress_bars() as new_bar:
                     result = build_mix(name, mix, seed, new_bar, Path(work))
