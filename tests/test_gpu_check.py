@@ -39,7 +39,8 @@ def test_dry_run_resolves_every_stage_under_the_one_gpu_zero3_profile(tmp_path):
         assert config["model"]["lora"]["enabled"] and config["launcher"]["deepspeed"] is None
         assert config["launcher"]["mixed_precision"] == "bf16"
     assert yaml.safe_load((tmp_path / "sft_qlora" / "config.yaml").read_text())["model"]["lora"]["load_in_4bit"]
-    assert "gpu-check: 8/8 passed" in result.stdout
+    assert yaml.safe_load((tmp_path / "eval" / "config.yaml").read_text())["launcher"]["kind"] == "python"
+    assert "gpu-check: 9/9 passed" in result.stdout
 
 
 def test_without_cuda_it_fails_at_the_preflight_with_the_install_command(tmp_path):
@@ -81,8 +82,28 @@ def test_cpu_rehearsal_runs_every_stage_in_the_gpu_profiles_bf16(tmp_path):
     result = gpu_check("--launcher", "cpu_zero3", "--output-dir", str(tmp_path), timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr
     stages = [outcome["stage"] for outcome in json.loads((tmp_path / "summary.json").read_text())]
-    assert stages == ["sft", "dpo", "dpo_online", "rlvr_grpo", "rlvr_ppo", "sft_lora"]
-    for stage in stages:
+    assert stages == ["sft", "dpo", "dpo_online", "rlvr_grpo", "rlvr_ppo", "eval", "sft_lora"]
+    assert "PASS eval" in result.stdout and "3 tasks scored on cpu" in result.stdout
+    for stage in set(stages) - {"eval"}:
         launcher = yaml.safe_load((tmp_path / stage / "config.yaml").read_text())["launcher"]
         assert launcher["mixed_precision"] == "bf16"
         assert stage == "sft_lora" or launcher["deepspeed"]["bf16"] == {"enabled": True}
+
+
+def test_eval_stage_passes_only_with_every_task_scored_on_the_gpu(tmp_path):
+    from tulu_cli.gpu_check import check_eval
+
+    def eval_run(name: str, device: str, tasks: dict):
+        run_dir = tmp_path / name
+        (run_dir / "logs").mkdir(parents=True)
+        (run_dir / "results.json").write_text(json.dumps({"tasks": tasks}))
+        (run_dir / "logs" / "stage.log").write_text(f"loading\neval model on {device}\n")
+        return run_dir
+
+    scored = {"gsm_tiny": {"status": "ok", "value": 0.25}, "mc_tiny": {"status": "ok", "value": 0.5}}
+    assert check_eval(eval_run("gpu", "cuda:0", scored), on_gpu=True) == (
+        True, "2 tasks scored on cuda:0: gsm_tiny 0.25, mc_tiny 0.5")
+    assert check_eval(eval_run("cpu", "cpu", scored), on_gpu=True) == (False, "the model ran on cpu, not the GPU")
+    failed = {**scored, "ifeval_tiny": {"status": "error", "value": float("nan"), "detail": "no usable items"}}
+    assert check_eval(eval_run("failed", "cuda:0", failed), on_gpu=True) == (
+        False, "tasks not scored: ifeval_tiny: error no usable items")

@@ -3,9 +3,10 @@ and RLVR (GRPO and PPO, HF generation from the sharded policy) for a few steps e
 DeepSpeed ZeRO-3 in bf16 (`launcher=zero3_1gpu`), each through the `tulu` command as a user runs it.
 Where vLLM is importable (`pip install -e ".[vllm]"`), RLVR runs once more with a colocated vLLM engine
 (weights sent one parameter at a time after each update, the engine/learner log-prob check after the
-first); without vLLM that case is skipped, not failed. LoRA and QLoRA SFT run on the GPU without DeepSpeed
-(`launcher=gpu1`); QLoRA is skipped without bitsandbytes (`pip install -e ".[qlora]"`). Prints PASS/FAIL/SKIP per stage with the reason
-and a summary; exits 1 if any stage failed.
+first); without vLLM that case is skipped, not failed. The tiny eval suite then scores the GRPO model on
+the GPU. LoRA and QLoRA SFT run on the GPU without DeepSpeed (`launcher=gpu1`); QLoRA is skipped without
+bitsandbytes (`pip install -e ".[qlora]"`). Prints PASS/FAIL/SKIP per stage with the reason and a
+summary; exits 1 if any stage failed.
 
 Needs only this package's own dependencies (torch with CUDA, transformers, accelerate, deepspeed):
 vLLM only for its own case, no flash-attn, nothing downloaded. `--dry-run` checks the configurations
@@ -46,6 +47,9 @@ STAGES: dict[str, list[str]] = {
                   "grpo.prompts_per_rollout=4", "grpo.samples_per_prompt=4", "train.per_device_batch_size=4",
                   "rollout.response_length=24", "train.max_steps=2", "generation.backend=vllm",
                   "generation.vllm.mode=colocate", "generation.vllm.gpu_memory_utilization=0.3"],
+    # The eval suite on the GRPO model, as one process (eval's own launcher) that puts the model on the GPU.
+    "eval": ["eval", "conf=tiny", "model.path={rlvr}", "tasks.gsm_tiny.data.max_rows=32",
+             "tasks.ifeval_tiny.data.max_rows=32", "tasks.mc_tiny.data.max_rows=32"],
     # LoRA from the SFT model on one GPU without DeepSpeed (LoRA does not run under ZeRO-3), and QLoRA
     # (4-bit base weights through bitsandbytes).
     "sft_lora": ["sft", "conf=tiny", "model.path={sft}", "model.lora.enabled=true", "data.max_rows=256",
@@ -58,6 +62,8 @@ OPTIONAL_PACKAGE = {"rlvr_vllm": ("vllm", ".[vllm]"), "sft_qlora": ("bitsandbyte
 # Stages that run without DeepSpeed: `gpu1` (or `cpu` when the check runs on CPU) instead of the profile.
 LORA_STAGES = ("sft_lora", "sft_qlora")
 VLLM_STAGES = ("rlvr_vllm",)
+# Stages that keep their preset's launcher (not the profile under check).
+OWN_LAUNCHER_STAGES = ("eval",)
 STAGE_TIMEOUT_S = 240
 # What each rank reports of its model at startup (`train.runtime.report_partitioning`).
 PARTITIONING = re.compile(r"partitioning \(model\): rank=(\d+) world=\d+ params=(\d+) zero3=(\d+)")
@@ -126,8 +132,11 @@ def preflight() -> str | None:
 
 
 def stage_command(stage: str, work: Path, launcher: str) -> list[str]:
-    paths = {"work": work, "sft": work / "sft" / "final", "dpo": work / "dpo" / "final"}
+    paths = {"work": work, "sft": work / "sft" / "final", "dpo": work / "dpo" / "final",
+             "rlvr": work / "rlvr_grpo" / "final"}
     args = [arg.format(**paths) for arg in STAGES[stage]]
+    if stage in OWN_LAUNCHER_STAGES:
+        return [sys.executable, "-m", "tulu_cli.cli", *args, f"output_dir={work / stage}"]
     on_cpu = launcher.startswith("cpu")
     if stage in LORA_STAGES:
         launcher = "cpu" if on_cpu else "gpu1"
@@ -154,6 +163,8 @@ def run_stage(stage: str, work: Path, launcher: str, dry_run: bool) -> Outcome:
         return Outcome(stage, False, f"exit code {result.returncode}: {reason}", seconds)
     if dry_run:
         return Outcome(stage, True, "config resolved (dry run)", seconds)
+    if stage == "eval":
+        return Outcome(stage, *check_eval(work / stage, on_gpu=not launcher.startswith("cpu")), seconds)
     passed, detail = check_run(work / stage, sharded=stage not in LORA_STAGES)
     if passed and stage in VLLM_STAGES:
         log = (work / stage / "logs" / "stage.log").read_text(errors="replace")
@@ -186,6 +197,22 @@ def check_run(run_dir: Path, sharded: bool = True) -> tuple[bool, str]:
     if empty or not list((run_dir / "final").glob("*.safetensors")):
         return False, f"final/ holds empty or no tensors: {empty[:3]}"
     return True, f"{len(rows)} steps, last loss {losses[-1]:.4g}, final/ full weights"
+
+
+def check_eval(run_dir: Path, on_gpu: bool) -> tuple[bool, str]:
+    """(passed, detail): every task of the suite scored (status ok, a finite score), the model on the GPU
+    when the check runs on one."""
+    tasks = json.loads((run_dir / "results.json").read_text())["tasks"]
+    failed = [f"{name}: {task['status']} {task.get('detail') or ''}".strip() for name, task in tasks.items()
+              if task["status"] != "ok" or not math.isfinite(task["value"])]
+    if not tasks or failed:
+        return False, f"tasks not scored: {'; '.join(failed) or 'none ran'}"
+    log = (run_dir / "logs" / "stage.log").read_text(errors="replace")
+    device = next((line.split()[-1] for line in log.splitlines() if line.startswith("eval model on ")), "unknown")
+    if on_gpu and not device.startswith("cuda"):
+        return False, f"the model ran on {device}, not the GPU"
+    scores = ", ".join(f"{name} {task['value']:.3g}" for name, task in tasks.items())
+    return True, f"{len(tasks)} tasks scored on {device}: {scores}"
 
 
 def report(outcome: Outcome) -> None:

@@ -50,6 +50,7 @@ class EvalModel:
                 raise StageError(f"cannot load model.path={self.path!r}: {exc}") from None
             if torch.cuda.is_available():
                 model = model.to("cuda")
+            print(f"eval model on {next(model.parameters()).device}", flush=True)
             self._model = model.eval()
         return self._model, self.tokenizer
 
