@@ -1,12 +1,13 @@
 """A run directory belongs to one run: a new run there is refused unless `resume=true` continues the
 earlier one or `overwrite=true` replaces it; dry runs write nothing into it; a checkpoint past the run's
 end is refused; a torn last metrics line does not block resume; a crafted checkpoint is refused
-without running its code."""
+without running its code, also when a file is replaced between the check and the load."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -140,6 +141,21 @@ def test_every_pickled_file_of_a_checkpoint_is_checked(earlier_run, tmp_path, na
     with pytest.raises(StageError, match=f"refused to load .*{Path(name).name}"):
         check_checkpoint_files(checkpoint)
     assert not marker.exists()
+
+
+def test_a_file_replaced_after_the_check_is_refused_by_the_load_itself(earlier_run, tmp_path):
+    from tulu_cli.train.safe_load import FORCE_RESTRICTED, check_checkpoint_files, restricted_loading
+
+    checkpoint = copy_of(earlier_run / "checkpoints" / "step_00000001", tmp_path / "checkpoint")
+    check_checkpoint_files(checkpoint)
+    marker = tmp_path / "code-ran"
+    torch.save({"state": RunsCode(marker)}, checkpoint / "optimizer.bin")  # swapped in after the check
+    with restricted_loading():
+        assert torch.load(checkpoint / "random_states_0.pkl", weights_only=False)  # the real files still load
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(checkpoint / "optimizer.bin", weights_only=False)  # what DeepSpeed asks for
+    assert not marker.exists()
+    assert FORCE_RESTRICTED not in os.environ
 
 
 def test_recipe_training_steps_replace_their_run_unless_resumed(tmp_path):

@@ -10,7 +10,9 @@ rotation of kept checkpoints may take them for this run's.
 
 A checkpoint may come from elsewhere (`resume=PATH`), so it is untrusted input: before anything in it
 is loaded, every pickled file in it is read with torch's restricted unpickler (tensors, containers and
-a few numpy types only), and one that asks for anything else is refused without running it.
+a few numpy types only), and one that asks for anything else is refused without running it. The load
+itself runs under the same restriction (DeepSpeed asks torch for unrestricted unpickling), so a file
+replaced between the check and the load is refused too.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def set_aside_later_checkpoints(run_dir: Path, step: int) -> list[Path]:
 
 def load_checkpoint(accelerator, path: Path, scheduler) -> dict:
     """Restore the state saved at `path` (refusing unsafe files first); return its trainer state."""
-    from tulu_cli.train.safe_load import check_checkpoint_files
+    from tulu_cli.train.safe_load import check_checkpoint_files, restricted_loading
 
     check_checkpoint_files(path)
     if not (path / SCHEDULER_FILE).exists():
@@ -125,7 +127,8 @@ def load_checkpoint(accelerator, path: Path, scheduler) -> dict:
         # accelerate goes on without a word when a rank has no saved random state.
         print_whole_line(f"[rank {accelerator.process_index}] warning: {path} has no {rng_file.name} (taken with fewer "
                          f"ranks?): this rank's random state starts from the run's seed, not from the checkpoint")
-    accelerator.load_state(str(path))
+    with restricted_loading():
+        accelerator.load_state(str(path))
     scheduler.load_state_dict(read_json(path / SCHEDULER_FILE))
     return state
 

@@ -8,9 +8,12 @@ anything else (the way a crafted file runs code) is refused before any of it is 
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,8 @@ import torch
 from tulu_cli.errors import StageError
 
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth", ".pickle")
+# torch reads it at every `torch.load`: set, the restricted unpickler is used whatever the caller asked for.
+FORCE_RESTRICTED = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 
 
 def allowed_globals() -> list:
@@ -61,3 +66,20 @@ def check_checkpoint_files(root: Path) -> None:
     for path in sorted(root.rglob("*")):
         if path.is_file() and is_pickled(path):
             load_tensors(path)
+
+
+@contextmanager
+def restricted_loading() -> Iterator[None]:
+    """Every `torch.load` inside the block unpickles as `load_tensors` does, with the same allowed types,
+    whatever its caller asks: DeepSpeed loads its checkpoint files with `weights_only=False`, so without
+    this a file replaced after `check_checkpoint_files` had passed it would be unpickled without limits."""
+    previous = os.environ.get(FORCE_RESTRICTED)
+    os.environ[FORCE_RESTRICTED] = "1"
+    try:
+        with torch.serialization.safe_globals(allowed_globals()):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop(FORCE_RESTRICTED, None)
+        else:
+            os.environ[FORCE_RESTRICTED] = previous
