@@ -104,6 +104,7 @@ def test_eval_stage_passes_only_with_every_task_scored_on_the_gpu(tmp_path):
     assert check_eval(eval_run("gpu", "cuda:0", scored), on_gpu=True) == (
         True, "2 tasks scored on cuda:0: gsm_tiny 0.25, mc_tiny 0.5")
     assert check_eval(eval_run("cpu", "cpu", scored), on_gpu=True) == (False, "the model ran on cpu, not the GPU")
-    failed = {**scored, "ifeval_tiny": {"status": "error", "value": float("nan"), "detail": "no usable items"}}
+    failed = {**scored, "ifeval_tiny": {"status": "error", "value": None, "detail": "no usable items"},
+              "popqa_tiny": {"status": "ok", "value": float("nan")}}
     assert check_eval(eval_run("failed", "cuda:0", failed), on_gpu=True) == (
-        False, "tasks not scored: ifeval_tiny: error no usable items")
+        False, "tasks not scored: ifeval_tiny: error, score None (no usable items); popqa_tiny: ok, score nan")

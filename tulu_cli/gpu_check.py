@@ -180,7 +180,7 @@ def check_run(run_dir: Path, sharded: bool = True) -> tuple[bool, str]:
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     losses = [row.get("loss") for row in rows]
-    if not rows or not all(isinstance(x, float) and math.isfinite(x) for x in losses):
+    if not rows or not all(_finite(x) for x in losses):
         return False, f"losses not all finite: {losses}"
     log = (run_dir / "logs" / "stage.log").read_text(errors="replace")
     # Searched, not split by line: the ranks write to one pipe, so two reports can share a line.
@@ -203,8 +203,8 @@ def check_eval(run_dir: Path, on_gpu: bool) -> tuple[bool, str]:
     """(passed, detail): every task of the suite scored (status ok, a finite score), the model on the GPU
     when the check runs on one."""
     tasks = json.loads((run_dir / "results.json").read_text())["tasks"]
-    failed = [f"{name}: {task['status']} {task.get('detail') or ''}".strip() for name, task in tasks.items()
-              if task["status"] != "ok" or not math.isfinite(task["value"])]
+    failed = [f"{name}: {task['status']}, score {task.get('value')}" + (f" ({task['detail']})" if task.get("detail") else "")
+              for name, task in tasks.items() if task["status"] != "ok" or not _finite(task.get("value"))]
     if not tasks or failed:
         return False, f"tasks not scored: {'; '.join(failed) or 'none ran'}"
     log = (run_dir / "logs" / "stage.log").read_text(errors="replace")
@@ -213,6 +213,10 @@ def check_eval(run_dir: Path, on_gpu: bool) -> tuple[bool, str]:
         return False, f"the model ran on {device}, not the GPU"
     scores = ", ".join(f"{name} {task['value']:.3g}" for name, task in tasks.items())
     return True, f"{len(tasks)} tasks scored on {device}: {scores}"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def report(outcome: Outcome) -> None:
