@@ -108,3 +108,11 @@ def test_eval_stage_passes_only_with_every_task_scored_on_the_gpu(tmp_path):
               "popqa_tiny": {"status": "ok", "value": float("nan")}}
     assert check_eval(eval_run("failed", "cuda:0", failed), on_gpu=True) == (
         False, "tasks not scored: ifeval_tiny: error, score None (no usable items); popqa_tiny: ok, score nan")
+
+
+def test_a_stage_that_exits_cleanly_without_its_outputs_fails_alone(tmp_path, monkeypatch):
+    from tulu_cli import gpu_check as check
+
+    monkeypatch.setattr(check, "stage_command", lambda stage, work, launcher: [sys.executable, "-c", "pass"])
+    outcome = check.run_stage("sft", tmp_path, "zero3_1gpu", dry_run=False)
+    assert not outcome.passed and outcome.detail.startswith("outputs unreadable: FileNotFoundError")

@@ -163,14 +163,22 @@ def run_stage(stage: str, work: Path, launcher: str, dry_run: bool) -> Outcome:
         return Outcome(stage, False, f"exit code {result.returncode}: {reason}", seconds)
     if dry_run:
         return Outcome(stage, True, "config resolved (dry run)", seconds)
+    try:
+        passed, detail = check_outputs(stage, work / stage, on_gpu=not launcher.startswith("cpu"))
+    except (OSError, ValueError, KeyError) as exc:  # an output missing or unreadable fails this stage only
+        passed, detail = False, f"outputs unreadable: {type(exc).__name__}: {exc}"
+    return Outcome(stage, passed, detail, seconds)
+
+
+def check_outputs(stage: str, run_dir: Path, on_gpu: bool) -> tuple[bool, str]:
     if stage == "eval":
-        return Outcome(stage, *check_eval(work / stage, on_gpu=not launcher.startswith("cpu")), seconds)
-    passed, detail = check_run(work / stage, sharded=stage not in LORA_STAGES)
+        return check_eval(run_dir, on_gpu)
+    passed, detail = check_run(run_dir, sharded=stage not in LORA_STAGES)
     if passed and stage in VLLM_STAGES:
-        log = (work / stage / "logs" / "stage.log").read_text(errors="replace")
+        log = (run_dir / "logs" / "stage.log").read_text(errors="replace")
         check = next((line for line in log.splitlines() if line.startswith("log-prob check")), "")
         passed, detail = check.startswith("log-prob check passed"), f"{detail}; {check or 'no log-prob check'}"
-    return Outcome(stage, passed, detail, seconds)
+    return passed, detail
 
 
 def check_run(run_dir: Path, sharded: bool = True) -> tuple[bool, str]:
