@@ -116,3 +116,13 @@ def test_a_stage_that_exits_cleanly_without_its_outputs_fails_alone(tmp_path, mo
     monkeypatch.setattr(check, "stage_command", lambda stage, work, launcher: [sys.executable, "-c", "pass"])
     outcome = check.run_stage("sft", tmp_path, "zero3_1gpu", dry_run=False)
     assert not outcome.passed and outcome.detail.startswith("outputs unreadable: FileNotFoundError")
+
+
+def test_the_rehearsal_turns_on_deepspeeds_bf16_only_where_the_profile_has_deepspeed(tmp_path):
+    from tulu_cli.gpu_check import stage_command
+
+    assert "+launcher.deepspeed.bf16={enabled: true}" in stage_command("sft", tmp_path, "cpu_zero3")
+    for launcher in ("cpu", "cpu_ddp2"):
+        command = stage_command("sft", tmp_path, launcher)
+        assert "launcher.mixed_precision=bf16" in command
+        assert not any(arg.startswith("+launcher.deepspeed") for arg in command)

@@ -166,3 +166,21 @@ def test_recipe_training_steps_replace_their_run_unless_resumed(tmp_path):
     lines = {line.split(":")[0][3:]: line for line in stage_lines(result.stdout)}
     assert "resume=true" in lines["dpo"] and "overwrite=true" not in lines["dpo"]
     assert "overwrite=true" in lines["rlvr"]
+
+
+def test_restricted_loading_works_beside_a_users_opposite_setting(earlier_run, tmp_path, monkeypatch):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (a common workaround) would make torch refuse every load when set
+    together with the restricting variable; it is set aside inside the block and restored after it."""
+    from tulu_cli.errors import StageError
+    from tulu_cli.train.safe_load import FORCE_UNRESTRICTED, restricted_loading
+
+    monkeypatch.setenv(FORCE_UNRESTRICTED, "1")
+    checkpoint = earlier_run / "checkpoints" / "step_00000001"
+    with restricted_loading():
+        assert torch.load(checkpoint / "random_states_0.pkl", weights_only=False)
+    assert os.environ[FORCE_UNRESTRICTED] == "1"
+    crafted = tmp_path / "crafted.bin"
+    torch.save({"state": RunsCode(tmp_path / "code-ran")}, crafted)
+    with pytest.raises(StageError, match="refused a checkpoint file while loading it"), restricted_loading():
+        torch.load(crafted, weights_only=False)
+    assert not (tmp_path / "code-ran").exists()

@@ -141,8 +141,16 @@ def stage_command(stage: str, work: Path, launcher: str) -> list[str]:
     if stage in LORA_STAGES:
         launcher = "cpu" if on_cpu else "gpu1"
     if on_cpu:
-        args += CPU_AS_GPU_PRECISION + (CPU_AS_GPU_DEEPSPEED_PRECISION if stage not in LORA_STAGES else [])
+        args += CPU_AS_GPU_PRECISION + (CPU_AS_GPU_DEEPSPEED_PRECISION if uses_deepspeed(launcher) else [])
     return [sys.executable, "-m", "tulu_cli.cli", *args, f"launcher={launcher}", f"output_dir={work / stage}"]
+
+
+def uses_deepspeed(launcher: str) -> bool:
+    """Whether the CPU launcher profile `launcher` has a DeepSpeed section (CPU profiles name it directly)."""
+    import yaml
+
+    profile = yaml.safe_load((Path(__file__).parent / "conf" / "launcher" / f"{launcher}.yaml").read_text())
+    return bool(profile.get("deepspeed"))
 
 
 def run_stage(stage: str, work: Path, launcher: str, dry_run: bool) -> Outcome:
@@ -165,7 +173,8 @@ def run_stage(stage: str, work: Path, launcher: str, dry_run: bool) -> Outcome:
         return Outcome(stage, True, "config resolved (dry run)", seconds)
     try:
         passed, detail = check_outputs(stage, work / stage, on_gpu=not launcher.startswith("cpu"))
-    except (OSError, ValueError, KeyError) as exc:  # an output missing or unreadable fails this stage only
+    # An output missing, unreadable or of another shape fails this stage only.
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         passed, detail = False, f"outputs unreadable: {type(exc).__name__}: {exc}"
     return Outcome(stage, passed, detail, seconds)
 

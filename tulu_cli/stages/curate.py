@@ -46,12 +46,11 @@ def main(cfg: DictConfig, run_dir: Path) -> None:
     manifests: dict[str, dict] = {}
     for name, mix in datasets.items():
         seed = int(mix.get("seed", config.get("seed", 0)))
-        # The mix's working files (valid rows, rejects) sit next to the outputs, on the same file system;
-        # those of a killed run in this folder are removed first.
+        # The mix's working files (valid rows, rejects) sit next to the outputs, on the same file system.
         with scratch_dir(run_dir, f".{name}.work-") as work:
             try:
                 with progress_bars() as new_bar:
-                    result = build_mix(name, mix, seed, new_bar, Path(work))
+                    result = build_mix(name, mix, seed, new_bar, work)
             except (SourceError, MixError, ValueError) as exc:
                 raise StageError(f"dataset {name!r}: {exc}") from None
             rejects_file = run_dir / f"{name}.rejects.jsonl"

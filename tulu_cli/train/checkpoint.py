@@ -23,7 +23,6 @@ from pathlib import Path
 
 from tulu_cli.errors import StageError
 from tulu_cli.io import install_dir
-from tulu_cli.train.runtime import print_whole_line
 
 STATE_FILE = "trainer_state.json"
 SCHEDULER_FILE = "scheduler.json"
@@ -112,6 +111,7 @@ def set_aside_later_checkpoints(run_dir: Path, step: int) -> list[Path]:
 
 def load_checkpoint(accelerator, path: Path, scheduler) -> dict:
     """Restore the state saved at `path` (refusing unsafe files first); return its trainer state."""
+    from tulu_cli.train.runtime import print_whole_line
     from tulu_cli.train.safe_load import check_checkpoint_files, restricted_loading
 
     check_checkpoint_files(path)

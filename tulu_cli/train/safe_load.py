@@ -22,8 +22,10 @@ import torch
 from tulu_cli.errors import StageError
 
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth", ".pickle")
-# torch reads it at every `torch.load`: set, the restricted unpickler is used whatever the caller asked for.
+# torch reads both at every `torch.load`: the first set, the restricted unpickler is used whatever the
+# caller asked for; the two set together, every load fails.
 FORCE_RESTRICTED = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+FORCE_UNRESTRICTED = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
 
 def allowed_globals() -> list:
@@ -73,13 +75,17 @@ def restricted_loading() -> Iterator[None]:
     """Every `torch.load` inside the block unpickles as `load_tensors` does, with the same allowed types,
     whatever its caller asks: DeepSpeed loads its checkpoint files with `weights_only=False`, so without
     this a file replaced after `check_checkpoint_files` had passed it would be unpickled without limits."""
-    previous = os.environ.get(FORCE_RESTRICTED)
+    previous = {name: os.environ.pop(name, None) for name in (FORCE_RESTRICTED, FORCE_UNRESTRICTED)}
     os.environ[FORCE_RESTRICTED] = "1"
     try:
         with torch.serialization.safe_globals(allowed_globals()):
             yield
+    except pickle.UnpicklingError as exc:
+        raise StageError(f"refused a checkpoint file while loading it (changed since it was checked?): "
+                         f"{str(exc).strip().splitlines()[0]}") from None
     finally:
-        if previous is None:
-            os.environ.pop(FORCE_RESTRICTED, None)
-        else:
-            os.environ[FORCE_RESTRICTED] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
