@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.output_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    problem = None if args.dry_run or args.launcher.startswith("cpu") else preflight()
+    problem = None if args.dry_run or on_cpu(args.launcher) else preflight()
     outcomes: list[Outcome] = []
     if problem:
         outcomes.append(Outcome("preflight", False, problem, 0.0))
@@ -135,21 +135,28 @@ def stage_command(stage: str, work: Path, launcher: str) -> list[str]:
     paths = {"work": work, "sft": work / "sft" / "final", "dpo": work / "dpo" / "final",
              "rlvr": work / "rlvr_grpo" / "final"}
     args = [arg.format(**paths) for arg in STAGES[stage]]
-    if stage in OWN_LAUNCHER_STAGES:
-        return [sys.executable, "-m", "tulu_cli.cli", *args, f"output_dir={work / stage}"]
-    on_cpu = launcher.startswith("cpu")
-    if stage in LORA_STAGES:
-        launcher = "cpu" if on_cpu else "gpu1"
-    if on_cpu:
-        args += CPU_AS_GPU_PRECISION + (CPU_AS_GPU_DEEPSPEED_PRECISION if uses_deepspeed(launcher) else [])
-    return [sys.executable, "-m", "tulu_cli.cli", *args, f"launcher={launcher}", f"output_dir={work / stage}"]
+    if stage not in OWN_LAUNCHER_STAGES:
+        rehearsal = on_cpu(launcher)
+        if stage in LORA_STAGES:
+            launcher = "cpu" if rehearsal else "gpu1"
+        if rehearsal:
+            args += CPU_AS_GPU_PRECISION + (CPU_AS_GPU_DEEPSPEED_PRECISION if uses_deepspeed(launcher) else [])
+        args.append(f"launcher={launcher}")
+    return [sys.executable, "-m", "tulu_cli.cli", *args, f"output_dir={work / stage}"]
+
+
+def on_cpu(launcher: str) -> bool:
+    """Whether `launcher` is a CPU profile: the check is then a rehearsal, with no GPU to look for."""
+    return launcher.startswith("cpu")
 
 
 def uses_deepspeed(launcher: str) -> bool:
     """Whether the CPU launcher profile `launcher` has a DeepSpeed section (CPU profiles name it directly)."""
     import yaml
 
-    profile = yaml.safe_load((Path(__file__).parent / "conf" / "launcher" / f"{launcher}.yaml").read_text())
+    from tulu_cli.config import conf_dir
+
+    profile = yaml.safe_load((conf_dir() / "launcher" / f"{launcher}.yaml").read_text())
     return bool(profile.get("deepspeed"))
 
 
@@ -172,7 +179,7 @@ def run_stage(stage: str, work: Path, launcher: str, dry_run: bool) -> Outcome:
     if dry_run:
         return Outcome(stage, True, "config resolved (dry run)", seconds)
     try:
-        passed, detail = check_outputs(stage, work / stage, on_gpu=not launcher.startswith("cpu"))
+        passed, detail = check_outputs(stage, work / stage, on_gpu=not on_cpu(launcher))
     # An output missing, unreadable or of another shape fails this stage only.
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         passed, detail = False, f"outputs unreadable: {type(exc).__name__}: {exc}"

@@ -48,13 +48,17 @@ def load_tensors(path: Path) -> Any:
             # mmap: checking a large optimizer state does not read all of it into memory.
             return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()
-        detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0] if reason else "")
         raise StageError(f"refused to load {path}: it asks to run or build something other than tensors and plain "
-                         f"data ({detail.strip()}); a checkpoint is loaded without running code from it") from None
+                         f"data ({refusal(exc)}); a checkpoint is loaded without running code from it") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise StageError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") \
             from None
+
+
+def refusal(exc: pickle.UnpicklingError) -> str:
+    """The line of the restricted unpickler's message that names what the file asked for."""
+    reason = str(exc).strip().splitlines()
+    return next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0] if reason else "").strip()
 
 
 def is_pickled(path: Path) -> bool:
@@ -82,7 +86,7 @@ def restricted_loading() -> Iterator[None]:
             yield
     except pickle.UnpicklingError as exc:
         raise StageError(f"refused a checkpoint file while loading it (changed since it was checked?): "
-                         f"{str(exc).strip().splitlines()[0]}") from None
+                         f"{refusal(exc)}") from None
     finally:
         for name, value in previous.items():
             if value is None:
